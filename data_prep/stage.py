@@ -1,0 +1,92 @@
+"""What every data-prep stage shares: atomic outputs, manifests, up-to-date checks.
+
+A stage writes into a temporary sibling directory and renames it into place only when it
+has finished, so a failed or killed stage leaves nothing half-written. Its manifest records
+the fingerprint of its inputs and parameters; a rerun with the same fingerprint is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+class DataError(ValueError):
+    """Bad input data. The message is one line naming the file, the line or record, and the fix."""
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable short hash of JSON-serialisable parts (parameters, upstream fingerprints)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_fingerprint(paths: list[Path]) -> str:
+    """Hash of file names, sizes and modification times: cheap, and changes when data does."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        st = p.stat()
+        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def is_up_to_date(out_dir: Path, fp: str) -> bool:
+    m = read_manifest(out_dir)
+    return m is not None and m.get("fingerprint") == fp
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a temp directory that replaces `out_dir` only if the block succeeds."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def write_manifest(out_dir: Path, stage: str, fp: str, **info: Any) -> dict[str, Any]:
+    manifest = {"stage": stage, "fingerprint": fp, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    write_json_atomic(Path(out_dir) / MANIFEST, manifest)
+    return manifest
+
+
+def log(stage: str, msg: str) -> None:
+    print(f"[{stage}] {msg}", flush=True)

@@ -1,0 +1,1 @@
+"""Evaluation suite: text benchmarks through lm-eval, multimodal benchmarks, gap metrics."""
