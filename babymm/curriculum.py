@@ -1,0 +1,159 @@
+"""Curriculum specs, pacing functions and the step-indexed batch sampler.
+
+A curriculum is data, not code: `curricula/NAME.yaml` names a difficulty scorer, an order
+and a pacing function. data_prep turns it into an ordered index file once; training only
+reads that file. Pacing follows Hacohen and Weinshall (2019): g(x) is the fraction of the
+difficulty-sorted data available at training progress x in [0, 1].
+
+The sampler makes every batch a pure function of (seed, step): batch t is drawn without
+replacement from the first ceil(g(t/T) N) items of the order. So every rank sees the same
+global batch, the curriculum does not depend on the number of processes, and resuming at
+step k is exact with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+CURRICULA_DIR = Path(__file__).resolve().parents[1] / "curricula"
+ORDERS = ("ascending", "descending", "random")
+PACING_FUNCTIONS = ("none", "linear", "quadratic", "root", "exponential", "log", "step")
+
+PacingFn = Callable[[float], float]
+
+
+@dataclass
+class PacingSpec:
+    function: str = "none"
+    start_fraction: float = 1.0
+    full_at: float = 1.0  # training progress (0..1] at which all data is available
+    buckets: int = 4  # step pacing only
+
+    def __post_init__(self) -> None:
+        if self.function not in PACING_FUNCTIONS:
+            raise ValueError(f"pacing function {self.function!r} unknown; use one of {PACING_FUNCTIONS}")
+        if not 0 < self.start_fraction <= 1:
+            raise ValueError(f"start_fraction must be in (0, 1], got {self.start_fraction}")
+        if not 0 < self.full_at <= 1:
+            raise ValueError(f"full_at must be in (0, 1], got {self.full_at}")
+        if self.buckets < 1:
+            raise ValueError(f"buckets must be >= 1, got {self.buckets}")
+
+
+@dataclass
+class CurriculumSpec:
+    name: str
+    scorer: str | None = None
+    order: str = "random"
+    pacing: PacingSpec = field(default_factory=PacingSpec)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"curriculum {self.name!r}: order {self.order!r} unknown; use one of {ORDERS}")
+        if self.order != "random" and not self.scorer:
+            raise ValueError(f"curriculum {self.name!r}: order {self.order!r} needs a scorer")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def available_curricula() -> list[str]:
+    return sorted(p.stem for p in CURRICULA_DIR.glob("*.yaml"))
+
+
+def load_curriculum(name_or_path: str) -> CurriculumSpec:
+    """Resolve `--curriculum NAME` to curricula/NAME.yaml (or take a path to a YAML file)."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CURRICULA_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"unknown curriculum {name_or_path!r}: {path} does not exist; "
+            f"available: {', '.join(available_curricula())}"
+        )
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        pacing = PacingSpec(**(raw.pop("pacing", None) or {}))
+        return CurriculumSpec(name=raw.pop("name", path.stem), pacing=pacing, **raw)
+    except TypeError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def pacing_function(spec: PacingSpec) -> PacingFn:
+    """g(progress) -> fraction of the ordered data available, nondecreasing, g(x>=full_at)=1."""
+    s, full_at, fn = spec.start_fraction, spec.full_at, spec.function
+
+    def grow(x: float) -> float:
+        if fn == "linear":
+            return x
+        if fn == "quadratic":
+            return x * x
+        if fn == "root":
+            return math.sqrt(x)
+        if fn == "log":
+            return math.log2(1.0 + x)
+        raise AssertionError(fn)
+
+    def g(progress: float) -> float:
+        x = min(max(progress / full_at, 0.0), 1.0)
+        if fn == "none":
+            return 1.0
+        if fn == "step":  # "baby steps": bucket k of B opens at x = k / B
+            return min(1.0, (math.floor(x * spec.buckets) + 1) / spec.buckets)
+        if fn == "exponential":  # geometric growth from s to 1
+            return s ** (1.0 - x)
+        return s + (1.0 - s) * grow(x)
+
+    return g
+
+
+def order_by_scores(scores: np.ndarray, order: str, seed: int) -> np.ndarray:
+    """Indices sorted by difficulty; ties (and `random`) broken by a seeded permutation."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(scores))
+    if order == "random":
+        return perm
+    keys = scores[perm] if order == "ascending" else -scores[perm]
+    return perm[np.argsort(keys, kind="stable")]
+
+
+class StepBatchSampler:
+    """Yields this rank's share of global batch t for t in [start_step, num_steps).
+
+    `order` holds dataset indices, easiest first; `pacing` maps progress to the available
+    fraction. Each global batch (batch_size * world_size items) is a seeded draw without
+    replacement from the available prefix; rank r takes rows r*batch_size ... (r+1)*batch_size.
+    """
+
+    def __init__(self, order: np.ndarray, pacing: PacingFn, num_steps: int, batch_size: int,
+                 seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0):
+        self.order = np.asarray(order)
+        self.pacing, self.num_steps, self.batch_size = pacing, num_steps, batch_size
+        self.seed, self.rank, self.world_size, self.start_step = seed, rank, world_size, start_step
+        if batch_size * world_size > len(self.order):
+            raise ValueError(f"global batch {batch_size * world_size} exceeds dataset size {len(self.order)}")
+
+    def available(self, step: int) -> int:
+        global_batch = self.batch_size * self.world_size
+        n = math.ceil(self.pacing(step / max(self.num_steps, 1)) * len(self.order))
+        return min(len(self.order), max(global_batch, n))
+
+    def global_batch(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, step])
+        picks = rng.choice(self.available(step), size=self.batch_size * self.world_size, replace=False)
+        return self.order[picks]
+
+    def __len__(self) -> int:
+        return max(self.num_steps - self.start_step, 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        lo = self.rank * self.batch_size
+        for step in range(self.start_step, self.num_steps):
+            yield self.global_batch(step)[lo : lo + self.batch_size].tolist()

@@ -1,0 +1,89 @@
+"""Training data: caption batches (images + tokens) and text-only blocks, by index.
+
+Both read what data_prep wrote, never the raw files: captions from the ingested `datasets`
+dataset (pixels in Arrow, or rows of memory-mapped feature files), text from the flat token
+array. Batches are built whole from a list of indices (`__getitems__`), so a step-indexed
+batch sampler drives a plain `DataLoader`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+class CaptionData(torch.utils.data.Dataset):
+    """Ingested image-caption pairs -> {images, input_ids, attention_mask, num_words}."""
+
+    def __init__(self, ingest_dir: Path, tokenizer: PreTrainedTokenizerBase, max_tokens: int):
+        manifest = json.loads((Path(ingest_dir) / "manifest.json").read_text())
+        self.image_input: str = manifest["image_input"]
+        self.ds = datasets.load_from_disk(str(Path(ingest_dir) / "captions")).with_format("numpy")
+        self.features = [np.load(f, mmap_mode="r") for f in manifest.get("feature_files", [])]
+        self.tokenizer, self.max_tokens = tokenizer, max_tokens
+
+    @property
+    def feature_dim(self) -> int | None:
+        return int(self.features[0].shape[-1]) if self.features else None
+
+    def __len__(self) -> int:
+        return self.ds.num_rows
+
+    def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`<s> caption </s>`, cut to max_tokens, right-padded. Returns ids, mask [B, T]."""
+        return tokenize_captions(self.tokenizer, captions, self.max_tokens)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = self.ds[indices]
+        if self.image_input == "pixels":
+            images = torch.from_numpy(np.ascontiguousarray(rows["pixel_values"]))  # [B, 3, S, S] uint8
+        else:
+            images = torch.from_numpy(np.stack([
+                np.asarray(self.features[f][r], dtype=np.float32)
+                for f, r in zip(rows["feature_file"], rows["feature_row"], strict=True)
+            ]))  # [B, D] or [B, P, D]
+        ids, mask = self.tokenize([str(c) for c in rows["caption"]])
+        return {"images": images, "input_ids": ids, "attention_mask": mask,
+                "num_words": torch.as_tensor(rows["num_words"]).long()}
+
+
+def tokenize_captions(tokenizer: PreTrainedTokenizerBase, captions: list[str],
+                      max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    encoded = tokenizer(captions, add_special_tokens=True)["input_ids"]  # BOS added
+    seqs = [(ids + [tokenizer.eos_token_id])[:max_tokens] for ids in encoded]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+class TextBlocks(torch.utils.data.Dataset):
+    """Fixed-length blocks of the flat text token array: block i = tokens[i*L : (i+1)*L]."""
+
+    def __init__(self, tokens_file: Path, block_size: int):
+        self.tokens = np.load(tokens_file, mmap_mode="r")
+        self.block_size = block_size
+        if len(self.tokens) < block_size:
+            raise ValueError(f"{tokens_file}: {len(self.tokens)} tokens, fewer than one block of {block_size}")
+
+    def __len__(self) -> int:
+        return len(self.tokens) // self.block_size
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        L = self.block_size
+        ids = torch.from_numpy(np.stack([np.asarray(self.tokens[i * L : (i + 1) * L], dtype=np.int64)
+                                         for i in indices]))  # [B, L]
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def identity_collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Batches arrive whole from `__getitems__`; nothing to collate."""
+    return batch

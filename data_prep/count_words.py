@@ -1,0 +1,81 @@
+"""Stage 2: count words (whitespace-delimited tokens) against the budget, per portion and source.
+
+BabyLM caps language input at 100M words (strict-small: 10M); captions count. The report
+`prepared/words/manifest.json` is what a run cites for its word budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import datasets
+
+from data_prep import ingest as ingest_stage
+from data_prep.stage import DataError, atomic_dir, fingerprint, is_up_to_date, log, read_manifest, write_manifest
+
+STAGE = "words"
+BABYLM_BUDGET = 100_000_000
+
+
+def out_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "prepared" / STAGE
+
+
+def _count(ds: datasets.Dataset, column: str) -> Counter:
+    counts: Counter = Counter()
+    for batch in ds.iter(batch_size=10_000):
+        for text, source in zip(batch[column], batch["source"], strict=True):
+            counts[source] += len(text.split())
+    return counts
+
+
+def count_words(data_dir: Path, word_budget: int = BABYLM_BUDGET, overwrite: bool = False) -> dict:
+    data_dir = Path(data_dir)
+    upstream = read_manifest(ingest_stage.out_dir(data_dir))
+    if upstream is None:
+        raise DataError(f"{ingest_stage.out_dir(data_dir)}: not found; run the ingest stage first "
+                        f"(python -m data_prep.ingest --data_dir {data_dir})")
+    fp = fingerprint(STAGE, upstream["fingerprint"], word_budget)
+    out = out_dir(data_dir)
+    if not overwrite and is_up_to_date(out, fp):
+        log(STAGE, f"{out} is up to date")
+        return read_manifest(out)
+    text = _count(datasets.load_from_disk(str(ingest_stage.out_dir(data_dir) / "text")), "text")
+    captions: Counter = Counter()
+    if upstream["captions"]:
+        captions = _count(datasets.load_from_disk(str(ingest_stage.out_dir(data_dir) / "captions")), "caption")
+    total = sum(text.values()) + sum(captions.values())
+    if total > word_budget:
+        raise DataError(f"{data_dir}: {total:,} words exceed the budget of {word_budget:,} "
+                        f"(text {sum(text.values()):,}, captions {sum(captions.values()):,}); "
+                        "drop files or raise --word_budget")
+    with atomic_dir(out) as tmp:
+        manifest = write_manifest(
+            tmp, STAGE, fp, budget=word_budget, total_words=total, budget_used=total / word_budget,
+            text_words=sum(text.values()), caption_words=sum(captions.values()),
+            text_words_by_source=dict(text), caption_words_by_source=dict(captions),
+        )
+    log(STAGE, f"{total:,} words ({sum(text.values()):,} text, {sum(captions.values()):,} captions) "
+               f"= {100 * total / word_budget:.1f}% of the {word_budget:,}-word budget")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_dir", type=Path, required=True)
+    p.add_argument("--word_budget", type=int, default=BABYLM_BUDGET)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        count_words(args.data_dir, args.word_budget, args.overwrite)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

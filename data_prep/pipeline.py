@@ -1,0 +1,70 @@
+"""All data stages in order, for one data directory and one curriculum.
+
+    python -m data_prep.pipeline --data_dir data/world --curriculum length
+
+ingest -> count words -> train tokenizer -> tokenize text -> score captions -> curriculum.
+Every stage is idempotent, so this is also what training calls to make sure its inputs exist.
+If `data_dir` is the built-in world's default location and holds nothing, the world is
+generated first (never downloaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep import build_curriculum, count_words, ingest, tokenize_text, train_tokenizer, world
+from data_prep.stage import DataError, log
+
+WORLD_DEFAULT_DIR = Path("data/world")
+
+
+@dataclass
+class Prepared:
+    """Where training finds each prepared artifact."""
+
+    data_dir: Path
+    ingest: Path
+    tokenizer: Path
+    tokens: Path
+    curriculum: Path
+
+
+def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: int = 500_000,
+            image_size: int = 32, vocab_size: int = 2048, seed: int = 0,
+            build_world: bool | None = None) -> Prepared:
+    data_dir = Path(data_dir)
+    if build_world is None:
+        build_world = data_dir.resolve() == WORLD_DEFAULT_DIR.resolve()
+    if build_world and not (data_dir / "world.json").exists():
+        log("pipeline", f"{data_dir} has no data: generating the built-in world ({word_budget:,} words)")
+        world.generate_world(data_dir, word_budget=word_budget, seed=seed, image_size=image_size)
+    ing = ingest.ingest(data_dir, image_size=image_size)
+    count_words.count_words(data_dir, word_budget=count_words.BABYLM_BUDGET)
+    tok = train_tokenizer.train_tokenizer(data_dir, vocab_size=vocab_size)
+    tokens = tokenize_text.tokenize_text(data_dir)
+    cur = build_curriculum.build_curriculum(data_dir, curriculum, seed=0)
+    return Prepared(data_dir, ing, tok, tokens, cur)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_dir", type=Path, default=WORLD_DEFAULT_DIR)
+    p.add_argument("--curriculum", default="length")
+    p.add_argument("--word_budget", type=int, default=500_000, help="size of the built-in world, if generated")
+    p.add_argument("--image_size", type=int, default=32)
+    p.add_argument("--vocab_size", type=int, default=2048)
+    args = p.parse_args(argv)
+    try:
+        prepare(args.data_dir, args.curriculum, word_budget=args.word_budget,
+                image_size=args.image_size, vocab_size=args.vocab_size)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Stage 4: score caption difficulty with a registered scorer -> `prepared/scores/<scorer>/`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from data_prep import ingest as ingest_stage
+from data_prep.scorers import SCORERS, ScoringContext
+from data_prep.stage import DataError, atomic_dir, fingerprint, is_up_to_date, log, read_manifest, write_manifest
+
+STAGE = "scores"
+
+
+def out_dir(data_dir: Path, scorer: str) -> Path:
+    return Path(data_dir) / "prepared" / STAGE / scorer
+
+
+def score_captions(data_dir: Path, scorer: str, overwrite: bool = False) -> Path:
+    data_dir = Path(data_dir)
+    if scorer not in SCORERS:
+        raise DataError(f"unknown scorer {scorer!r}; registered: {', '.join(sorted(SCORERS))}")
+    upstream = read_manifest(ingest_stage.out_dir(data_dir))
+    if upstream is None or not upstream["captions"]:
+        raise DataError(f"{ingest_stage.out_dir(data_dir)}: no ingested captions; run "
+                        f"python -m data_prep.ingest --data_dir {data_dir} on data with captions")
+    fp = fingerprint(STAGE, upstream["fingerprint"], scorer)
+    out = out_dir(data_dir, scorer)
+    if not overwrite and is_up_to_date(out, fp):
+        log(STAGE, f"{out} is up to date")
+        return out
+    prepared = ingest_stage.out_dir(data_dir)
+    captions = datasets.load_from_disk(str(prepared / "captions"))["caption"]
+    ctx = ScoringContext(text=datasets.load_from_disk(str(prepared / "text")))
+    scores = np.asarray(SCORERS[scorer](list(captions), ctx), dtype=np.float32)
+    if scores.shape != (len(captions),) or not np.isfinite(scores).all():
+        raise DataError(f"scorer {scorer!r} returned shape {scores.shape} or non-finite values "
+                        f"for {len(captions)} captions")
+    q = np.quantile(scores, [0.0, 0.25, 0.5, 0.75, 1.0]).round(4).tolist()
+    with atomic_dir(out) as tmp:
+        np.save(tmp / "scores.npy", scores)
+        write_manifest(tmp, STAGE, fp, scorer=scorer, captions=len(scores),
+                       mean=float(scores.mean()), quantiles_0_25_50_75_100=q)
+    log(STAGE, f"{scorer}: {len(scores)} captions, quartiles {q} -> {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_dir", type=Path, required=True)
+    p.add_argument("--scorer", default="length", choices=sorted(SCORERS))
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        score_captions(args.data_dir, args.scorer, args.overwrite)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

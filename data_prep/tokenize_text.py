@@ -1,0 +1,72 @@
+"""Stage: tokenize the text-only portion into one flat token array for training.
+
+Each line becomes `<s> pieces </s>`, concatenated into `prepared/tokens/text.npy` (int32),
+which training memory-maps and cuts into fixed blocks (nanoGPT style): tokenization
+happens once, not in every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+from tqdm import tqdm
+
+from data_prep import ingest as ingest_stage
+from data_prep import train_tokenizer as tokenizer_stage
+from data_prep.stage import DataError, atomic_dir, fingerprint, is_up_to_date, log, read_manifest, write_manifest
+
+STAGE = "tokens"
+
+
+def out_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "prepared" / STAGE
+
+
+def tokenize_text(data_dir: Path, overwrite: bool = False) -> Path:
+    data_dir = Path(data_dir)
+    tok_dir = tokenizer_stage.out_dir(data_dir)
+    tok_manifest = read_manifest(tok_dir)
+    ingested = read_manifest(ingest_stage.out_dir(data_dir))
+    if tok_manifest is None or ingested is None:
+        raise DataError(f"{tok_dir}: no tokenizer; run python -m data_prep.train_tokenizer --data_dir {data_dir}")
+    fp = fingerprint(STAGE, ingested["fingerprint"], tok_manifest["fingerprint"])
+    out = out_dir(data_dir)
+    if not overwrite and is_up_to_date(out, fp):
+        log(STAGE, f"{out} is up to date")
+        return out
+    tok = tokenizer_stage.load_tokenizer(tok_dir)
+    text = datasets.load_from_disk(str(ingest_stage.out_dir(data_dir) / "text"))
+    if text.num_rows == 0:
+        raise DataError(f"{data_dir / 'text'}: no text lines to tokenize")
+    chunks: list[np.ndarray] = []
+    for batch in tqdm(text.iter(batch_size=2048), total=-(-text.num_rows // 2048), desc="tokenize", unit="batch"):
+        for ids in tok(batch["text"], add_special_tokens=False)["input_ids"]:
+            chunks.append(np.asarray([tok.bos_token_id, *ids, tok.eos_token_id], dtype=np.int32))
+    tokens = np.concatenate(chunks)
+    with atomic_dir(out) as tmp:
+        np.save(tmp / "text.npy", tokens)
+        write_manifest(tmp, STAGE, fp, tokens=int(tokens.size), lines=text.num_rows,
+                       tokens_per_line=float(tokens.size / text.num_rows))
+    log(STAGE, f"{tokens.size:,} tokens from {text.num_rows:,} lines -> {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_dir", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        tokenize_text(args.data_dir, args.overwrite)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Losses against naive loop computations, and exactness under 2-process data parallelism."""
+
+import math
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from babymm.losses import ContrastiveLoss, LossWeights, alignment, clip_loss, cross_uniformity, uniformity
+
+
+def _pairs(n=6, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1),
+            F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1))
+
+
+def naive_ce(logits_row, target):
+    return -(logits_row[target] - math.log(sum(math.exp(v) for v in logits_row)))
+
+
+def test_clip_loss_matches_hand_computation():
+    I, T = _pairs()
+    scale = 10.0
+    n = len(I)
+    sims = [[scale * float(I[a] @ T[b]) for b in range(n)] for a in range(n)]
+    i2t = sum(naive_ce(sims[a], a) for a in range(n)) / n
+    t2i = sum(naive_ce([sims[b][a] for b in range(n)], a) for a in range(n)) / n
+    expected = 0.5 * (i2t + t2i)
+    got = 0.5 * (clip_loss(I, T, scale) + clip_loss(T, I, scale))
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_uniformity_alignment_xuniformity_match_loops():
+    I, T = _pairs(n=7)
+    n = len(I)
+    pairs = [(j, k) for j in range(n) for k in range(j + 1, n)]
+    u_i = math.log(sum(math.exp(-2 * float(((I[j] - I[k]) ** 2).sum())) for j, k in pairs) / len(pairs))
+    assert uniformity(I).item() == pytest.approx(u_i, rel=1e-6)
+    off = [(j, k) for j in range(n) for k in range(n) if j != k]
+    xu = math.log(sum(math.exp(-2 * float(((I[j] - T[k]) ** 2).sum())) for j, k in off) / len(off))
+    assert cross_uniformity(I, T).item() == pytest.approx(xu, rel=1e-6)
+    al = sum(float(((I[j] - T[j]) ** 2).sum()) for j in range(n)) / n
+    assert alignment(I, T).item() == pytest.approx(al, rel=1e-6)
+
+
+def test_known_values():
+    x = F.normalize(torch.randn(4, 3, dtype=torch.float64), dim=-1)
+    assert alignment(x, x).item() == 0.0
+    # all points equal: every pairwise distance is 0, so uniformity = log 1 = 0 (its maximum)
+    same = x[:1].repeat(5, 1)
+    assert uniformity(same).item() == pytest.approx(0.0, abs=1e-7)
+    # antipodal pair: distance^2 = 4
+    pole = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    assert uniformity(pole).item() == pytest.approx(-8.0)
+
+
+def test_contrastive_loss_terms_and_plain_clip():
+    I, T = _pairs()
+    scale = torch.tensor(100.0, dtype=torch.float64)
+    cua = ContrastiveLoss(LossWeights())(I, T, scale)
+    assert set(cua) == {"clip_loss", "uniform_loss", "align_loss"}
+    assert cua["uniform_loss"].item() == pytest.approx(0.5 * (uniformity(I) + uniformity(T)).item())
+    clip = ContrastiveLoss(LossWeights(uniform=0, align=0))(I, T, scale)
+    assert set(clip) == {"clip_loss"}
+    assert clip["clip_loss"].item() == pytest.approx(cua["clip_loss"].item())
+    xu = ContrastiveLoss(LossWeights(xuniform=0.5))(I, T, scale)
+    assert xu["xuniform_loss"].item() == pytest.approx(0.5 * cross_uniformity(I, T).item())
+
+
+def _worker(rank, world, init_file, I, T, out_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    n = len(I) // world
+    i_local = I[rank * n:(rank + 1) * n].clone().requires_grad_(True)
+    t_local = T[rank * n:(rank + 1) * n].clone().requires_grad_(True)
+    losses = ContrastiveLoss(LossWeights(xuniform=1.0))(i_local, t_local, torch.tensor(10.0, dtype=I.dtype))
+    total = sum(losses.values())
+    total.backward()
+    # DDP would average parameter gradients over ranks; do the same for the inputs' gradients
+    gi, gt = i_local.grad.clone(), t_local.grad.clone()
+    values = torch.stack([v.detach() for v in losses.values()])
+    dist.all_reduce(values)
+    grads_i = [torch.zeros_like(gi) for _ in range(world)]
+    grads_t = [torch.zeros_like(gt) for _ in range(world)]
+    dist.all_gather(grads_i, gi / world)
+    dist.all_gather(grads_t, gt / world)
+    if rank == 0:
+        torch.save({"values": values / world, "gi": torch.cat(grads_i), "gt": torch.cat(grads_t)}, out_file)
+    dist.destroy_process_group()
+
+
+def test_gathered_loss_equals_single_process():
+    """Two gloo processes with half the batch each give the single-process loss and gradients."""
+    I, T = _pairs(n=8, d=4, seed=1)
+    with tempfile.TemporaryDirectory() as d:
+        init, out = os.path.join(d, "init"), os.path.join(d, "out.pt")
+        mp.spawn(_worker, args=(2, init, I, T, out), nprocs=2, join=True)
+        got = torch.load(out)
+    i_full, t_full = I.clone().requires_grad_(True), T.clone().requires_grad_(True)
+    ref = ContrastiveLoss(LossWeights(xuniform=1.0))(i_full, t_full, torch.tensor(10.0, dtype=I.dtype))
+    sum(ref.values()).backward()
+    # clip and alignment are means of per-row terms; uniformity terms are identical on each rank
+    assert torch.allclose(got["values"], torch.stack([v.detach() for v in ref.values()]), atol=1e-10)
+    assert torch.allclose(got["gi"], i_full.grad, atol=1e-10)
+    assert torch.allclose(got["gt"], t_full.grad, atol=1e-10)
