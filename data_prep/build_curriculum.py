@@ -16,7 +16,15 @@ import numpy as np
 from babymm.curriculum import load_curriculum, order_by_scores
 from data_prep import ingest as ingest_stage
 from data_prep import score as score_stage
-from data_prep.stage import DataError, atomic_dir, fingerprint, is_up_to_date, log, read_manifest, write_manifest
+from data_prep.stage import (
+    DataError,
+    atomic_dir,
+    fingerprint,
+    is_up_to_date,
+    log,
+    read_manifest,
+    write_manifest,
+)
 
 STAGE = "curricula"
 

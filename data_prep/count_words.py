@@ -14,7 +14,15 @@ from pathlib import Path
 import datasets
 
 from data_prep import ingest as ingest_stage
-from data_prep.stage import DataError, atomic_dir, fingerprint, is_up_to_date, log, read_manifest, write_manifest
+from data_prep.stage import (
+    DataError,
+    atomic_dir,
+    fingerprint,
+    is_up_to_date,
+    log,
+    read_manifest,
+    write_manifest,
+)
 
 STAGE = "words"
 BABYLM_BUDGET = 100_000_000
@@ -43,7 +51,8 @@ def count_words(data_dir: Path, word_budget: int = BABYLM_BUDGET, overwrite: boo
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
         return read_manifest(out)
-    text = _count(datasets.load_from_disk(str(ingest_stage.out_dir(data_dir) / "text")), "text")
+    text_ds = ingest_stage.load_text(data_dir)
+    text = _count(text_ds, "text") if text_ds is not None else Counter()
     captions: Counter = Counter()
     if upstream["captions"]:
         captions = _count(datasets.load_from_disk(str(ingest_stage.out_dir(data_dir) / "captions")), "caption")

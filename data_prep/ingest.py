@@ -72,7 +72,7 @@ def _feature_files(captions_json: Path) -> list[Path]:
 def _read_text(files: list[Path], skipped: dict[str, int]) -> Iterator[dict[str, Any]]:
     for path in files:
         with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+            for line in f:
                 text = normalize_text(line)
                 if not text:
                     skipped[path.name] = skipped.get(path.name, 0) + 1
@@ -151,6 +151,12 @@ def _from_generator(gen, **kwargs) -> datasets.Dataset:
         raise
 
 
+def load_text(data_dir: Path) -> datasets.Dataset | None:
+    """The ingested text-only portion, or None when the data has none."""
+    path = out_dir(data_dir) / "text"
+    return datasets.load_from_disk(str(path)) if path.exists() else None
+
+
 def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False) -> Path:
     data_dir = Path(data_dir)
     text_files, jsonl_files, feat_files = _source_files(data_dir)
@@ -164,11 +170,16 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False) -> Pat
     feature_files: list[str] = []
     with atomic_dir(out) as tmp:
         cache = tmp / "cache"
-        text_ds = _from_generator(
-            _read_text, gen_kwargs={"files": text_files, "skipped": skipped}, cache_dir=str(cache),
-            features=datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")}),
-        ) if text_files else datasets.Dataset.from_dict({"text": [], "source": []})
-        text_ds.save_to_disk(str(tmp / "text"))
+        n_text = 0
+        if text_files:  # an empty dataset cannot be saved and reloaded, so none is written
+            text_ds = _from_generator(
+                _read_text, gen_kwargs={"files": text_files, "skipped": skipped}, cache_dir=str(cache),
+                features=datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")}),
+            )
+            n_text = text_ds.num_rows
+            if n_text:
+                text_ds.save_to_disk(str(tmp / "text"))
+            del text_ds
         if jsonl_files:
             features = datasets.Features({
                 "caption": datasets.Value("string"), "source": datasets.Value("string"),
@@ -186,10 +197,9 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False) -> Pat
             cap_ds, image_input = None, "none"
         if cap_ds is not None:
             cap_ds.save_to_disk(str(tmp / "captions"))
-        del text_ds, cap_ds
+        n_caps = cap_ds.num_rows if cap_ds is not None else 0
+        del cap_ds
         shutil.rmtree(cache, ignore_errors=True)
-        n_text = datasets.load_from_disk(str(tmp / "text")).num_rows
-        n_caps = datasets.load_from_disk(str(tmp / "captions")).num_rows if image_input != "none" else 0
         write_manifest(
             tmp, STAGE, fp, data_dir=str(data_dir.resolve()), image_size=image_size,
             image_input=image_input, feature_files=feature_files,

@@ -11,7 +11,15 @@ import numpy as np
 
 from data_prep import ingest as ingest_stage
 from data_prep.scorers import SCORERS, ScoringContext
-from data_prep.stage import DataError, atomic_dir, fingerprint, is_up_to_date, log, read_manifest, write_manifest
+from data_prep.stage import (
+    DataError,
+    atomic_dir,
+    fingerprint,
+    is_up_to_date,
+    log,
+    read_manifest,
+    write_manifest,
+)
 
 STAGE = "scores"
 
@@ -35,7 +43,7 @@ def score_captions(data_dir: Path, scorer: str, overwrite: bool = False) -> Path
         return out
     prepared = ingest_stage.out_dir(data_dir)
     captions = datasets.load_from_disk(str(prepared / "captions"))["caption"]
-    ctx = ScoringContext(text=datasets.load_from_disk(str(prepared / "text")))
+    ctx = ScoringContext(text=ingest_stage.load_text(data_dir))
     scores = np.asarray(SCORERS[scorer](list(captions), ctx), dtype=np.float32)
     if scores.shape != (len(captions),) or not np.isfinite(scores).all():
         raise DataError(f"scorer {scorer!r} returned shape {scores.shape} or non-finite values "

@@ -21,10 +21,12 @@ import numpy as np
 class ScoringContext:
     """What a scorer may need besides the captions; loaded lazily."""
 
-    text: datasets.Dataset  # the ingested text-only portion (column `text`)
+    text: datasets.Dataset | None  # the ingested text-only portion (column `text`), if any
 
     @cached_property
     def unigram_counts(self) -> Counter:
+        if self.text is None:
+            raise ValueError("this scorer needs the text-only portion, and the data has none")
         counts: Counter = Counter()
         for batch in self.text.iter(batch_size=10_000):
             for line in batch["text"]:

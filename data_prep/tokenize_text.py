@@ -11,13 +11,20 @@ import argparse
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 from tqdm import tqdm
 
 from data_prep import ingest as ingest_stage
 from data_prep import train_tokenizer as tokenizer_stage
-from data_prep.stage import DataError, atomic_dir, fingerprint, is_up_to_date, log, read_manifest, write_manifest
+from data_prep.stage import (
+    DataError,
+    atomic_dir,
+    fingerprint,
+    is_up_to_date,
+    log,
+    read_manifest,
+    write_manifest,
+)
 
 STAGE = "tokens"
 
@@ -39,8 +46,8 @@ def tokenize_text(data_dir: Path, overwrite: bool = False) -> Path:
         log(STAGE, f"{out} is up to date")
         return out
     tok = tokenizer_stage.load_tokenizer(tok_dir)
-    text = datasets.load_from_disk(str(ingest_stage.out_dir(data_dir) / "text"))
-    if text.num_rows == 0:
+    text = ingest_stage.load_text(data_dir)
+    if text is None:
         raise DataError(f"{data_dir / 'text'}: no text lines to tokenize")
     chunks: list[np.ndarray] = []
     for batch in tqdm(text.iter(batch_size=2048), total=-(-text.num_rows // 2048), desc="tokenize", unit="batch"):

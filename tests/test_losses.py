@@ -10,7 +10,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from babymm.losses import ContrastiveLoss, LossWeights, alignment, clip_loss, cross_uniformity, uniformity
+from babymm.losses import (
+    ContrastiveLoss,
+    LossWeights,
+    alignment,
+    clip_loss,
+    cross_uniformity,
+    uniformity,
+)
 
 
 def _pairs(n=6, d=5, seed=0):
