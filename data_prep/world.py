@@ -1,0 +1,586 @@
+"""The built-in world: a deterministic, seeded generator of coloured-shape scenes.
+
+    python -m data_prep.world --out data/world --word_budget 500000 --seed 0
+
+Writes BabyLM-format data (text `.train` files, a captions jsonl with PNG images, and eval
+sets in the formats of BLiMP, Winoground and VQA) so that the rest of the pipeline has one
+path for the built-in world and real data. Captions are graded from one attribute
+("a red circle") up to relations, counts, negation and child-directed question-answer
+pairs, so caption length and difficulty vary and a curriculum means something. Eight
+colour-shape compositions never occur in training data (images, captions or text) and are
+marked in the eval sets, which test generalisation to them. Eval sets depend only on the
+seed and image size, not on the word budget, so runs at different budgets are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from data_prep.stage import atomic_dir, log, write_json_atomic
+
+VERSION = "world-1"
+COLORS = {
+    "red": (220, 30, 30), "blue": (30, 70, 225), "green": (30, 150, 50), "yellow": (245, 220, 30),
+    "purple": (130, 40, 170), "orange": (245, 135, 20), "black": (15, 15, 15), "white": (255, 255, 255),
+    "pink": (250, 140, 200), "brown": (125, 75, 35),
+}
+SHAPES = ["circle", "square", "triangle", "star", "heart", "diamond", "cross", "ring"]
+PLURAL = {s: s + ("es" if s.endswith("ss") else "s") for s in SHAPES}
+NUMBERS = ["one", "two", "three", "four"]
+BACKGROUND = (200, 200, 200)
+# everyday lexicon of the text-only corpus (child-directed speech, narration, dialogue)
+THINGS = ["ball", "box", "cup", "dog", "cat", "bird", "duck", "car", "block", "hat", "shoe", "book",
+          "spoon", "boat", "truck", "bear", "frog", "kite"]
+THING_PLURAL = {t: t + ("es" if t.endswith(("x", "s")) else "s") for t in THINGS}
+TRAITS = ["happy", "hungry", "sleepy", "here", "there", "soft", "wet", "fast", "little", "new"]
+SOUNDS = {"dog": "woof", "cat": "meow", "duck": "quack", "bird": "tweet", "frog": "ribbit", "bear": "grr"}
+VERBS = [("sees", "see"), ("likes", "like"), ("wants", "want"), ("has", "have"), ("finds", "find")]
+PREPS = ["near", "behind", "next to", "under", "on"]
+SIZES = ["small", "big"]
+HELDOUT_COUNT = 8
+EVAL_SIZES = {"blimp": 200, "winoground": 200, "vqa": 300, "captions": 500}
+
+
+@dataclass(frozen=True)
+class Obj:
+    shape: str
+    color: str
+    size: str
+    col: int  # 0 left, 1 right
+    row: int  # 0 top, 1 bottom
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.shape}"
+
+
+# ---------------------------------------------------------------------------- drawing
+
+
+def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    def ring(n: int, radii: list[float], phase: float) -> list[tuple[float, float]]:
+        return [(cx + radii[i % len(radii)] * math.cos(phase + 2 * math.pi * i / n),
+                 cy + radii[i % len(radii)] * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
+
+    if kind == "triangle":
+        return ring(3, [r], -math.pi / 2)
+    if kind == "star":
+        return ring(10, [r, r * 0.45], -math.pi / 2)
+    if kind == "diamond":
+        return [(cx, cy - r), (cx + 0.7 * r, cy), (cx, cy + r), (cx - 0.7 * r, cy)]
+    if kind == "cross":
+        a = r * 0.35
+        return [(cx - a, cy - r), (cx + a, cy - r), (cx + a, cy - a), (cx + r, cy - a), (cx + r, cy + a),
+                (cx + a, cy + a), (cx + a, cy + r), (cx - a, cy + r), (cx - a, cy + a), (cx - r, cy + a),
+                (cx - r, cy - a), (cx - a, cy - a)]
+    if kind == "heart":
+        pts = []
+        for i in range(24):
+            t = 2 * math.pi * i / 24
+            x = 16 * math.sin(t) ** 3
+            y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+            pts.append((cx + r * x / 16, cy - r * y / 16))
+        return pts
+    raise ValueError(kind)
+
+
+def render(objects: list[Obj], size: int, rng: random.Random) -> bytes:
+    """PNG bytes of the scene: each object in its cell of a 2x2 grid, a little jittered."""
+    im = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(im)
+    cell = size / 2
+    for o in objects:
+        r = (0.11 if o.size == "small" else 0.2) * size
+        slack = max(0.0, cell / 2 - r - 1)
+        cx = (o.col + 0.5) * cell + rng.uniform(-slack, slack)
+        cy = (o.row + 0.5) * cell + rng.uniform(-slack, slack)
+        fill = COLORS[o.color]
+        box = [cx - r, cy - r, cx + r, cy + r]
+        if o.shape == "circle":
+            draw.ellipse(box, fill=fill)
+        elif o.shape == "square":
+            draw.rectangle([cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r], fill=fill)
+        elif o.shape == "ring":
+            draw.ellipse(box, outline=fill, width=max(2, round(r / 2.5)))
+        else:
+            draw.polygon(_polygon(o.shape, cx, cy, r), fill=fill)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- scenes and captions
+
+
+class World:
+    """Scene, caption and sentence samplers sharing a lexicon and the held-out compositions."""
+
+    def __init__(self, heldout: set[tuple[str, str]]):
+        self.heldout = heldout
+        self.allowed = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in heldout]
+
+    def is_heldout(self, o: Obj) -> bool:
+        return (o.color, o.shape) in self.heldout
+
+    def obj(self, rng: random.Random, cell: tuple[int, int], heldout: bool = False,
+            avoid: set[tuple[str, str]] = frozenset()) -> Obj:
+        pool = sorted(self.heldout) if heldout else self.allowed
+        pool = [p for p in pool if p not in avoid] or pool
+        color, shape = rng.choice(pool)
+        return Obj(shape, color, rng.choice(SIZES), *cell)
+
+    def scene(self, rng: random.Random, n: int, heldout: bool = False, distinct: bool = True) -> list[Obj]:
+        cells = rng.sample([(c, r) for c in (0, 1) for r in (0, 1)], n)
+        objs: list[Obj] = []
+        for i, cell in enumerate(cells):
+            used = {(o.color, o.shape) for o in objs} if distinct else set()
+            objs.append(self.obj(rng, cell, heldout=heldout and i == 0, avoid=used))
+        return objs
+
+    # -- captions, by level ------------------------------------------------------------
+    def caption(self, rng: random.Random, level: int, heldout: bool = False) -> tuple[list[Obj], str]:
+        for _ in range(100):
+            made = CAPTIONERS[level](self, rng, heldout)
+            if made is not None:
+                return made
+        raise RuntimeError(f"could not make a level-{level} caption")
+
+
+def _one_attr(w: World, rng: random.Random, h: bool):
+    objs = w.scene(rng, 1, h)
+    return objs, f"a {objs[0].name}"
+
+
+def _size_attr(w: World, rng: random.Random, h: bool):
+    objs = w.scene(rng, 1, h)
+    return objs, f"a {objs[0].size} {objs[0].name}"
+
+
+def _position(w: World, rng: random.Random, h: bool):
+    objs = w.scene(rng, rng.choice([1, 2]), h)
+    o = objs[0]
+    if len(objs) == 2 and objs[1].col != o.col:
+        where = "on the left" if o.col == 0 else "on the right"
+    elif len(objs) == 2 and objs[1].row != o.row:
+        where = "at the top" if o.row == 0 else "at the bottom"
+    else:
+        where = rng.choice([["on the left", "on the right"][o.col], ["at the top", "at the bottom"][o.row]])
+    return objs, f"a {o.size} {o.name} {where}"
+
+
+def _two(w: World, rng: random.Random, h: bool):
+    a, b = w.scene(rng, 2, h)
+    return [a, b], f"a {a.name} and a {b.name}"
+
+
+def _relation(w: World, rng: random.Random, h: bool):
+    a, b = w.scene(rng, 2, h)
+    rel = relation(a, b)
+    if rel is None:
+        return None
+    if rng.random() < 0.5:
+        return [a, b], f"a {a.name} is {rel} a {b.name}"
+    return [a, b], f"a {a.size} {a.name} is {rel} a {b.size} {b.name}"
+
+
+def relation(a: Obj, b: Obj) -> str | None:
+    """The spatial relation of a to b, when exactly one axis differs."""
+    if a.col == b.col and a.row != b.row:
+        return "above" if a.row < b.row else "below"
+    if a.row == b.row and a.col != b.col:
+        return "to the left of" if a.col < b.col else "to the right of"
+    return None
+
+
+def _count(w: World, rng: random.Random, h: bool):
+    k = rng.randint(1, 4)
+    color, shape = rng.choice(sorted(w.heldout) if h else w.allowed)
+    cells = rng.sample([(c, r) for c in (0, 1) for r in (0, 1)], 4)
+    objs = [Obj(shape, color, rng.choice(SIZES), *cells[i]) for i in range(k)]
+    for cell in cells[k: k + rng.randint(0, 4 - k)]:
+        objs.append(w.obj(rng, cell, avoid={(color, shape)}))
+    if any(o.shape == shape and o.color == color for o in objs[k:]):
+        return None
+    if k == 1:
+        return objs, f"there is one {color} {shape}"
+    return objs, f"there are {NUMBERS[k - 1]} {color} {PLURAL[shape]}"
+
+
+def _negation(w: World, rng: random.Random, h: bool):
+    objs = w.scene(rng, rng.choice([1, 2]), h)
+    o = objs[0]
+    if rng.random() < 0.5:
+        absent = rng.choice([p for p in w.allowed if all((x.color, x.shape) != p for x in objs)])
+        return objs, f"there is a {o.name} and no {absent[0]} {absent[1]}"
+    if sum(x.shape == o.shape for x in objs) != 1:
+        return None
+    other = rng.choice([c for c in COLORS if c != o.color])
+    return objs, f"the {o.shape} is not {other}"
+
+
+def _qa(w: World, rng: random.Random, h: bool):
+    objs = w.scene(rng, rng.choice([1, 2, 3]), h)
+    made = question(objs, rng)
+    if made is None:
+        return None
+    q, ans, _ = made
+    return objs, f"question: {q} answer: {ans}."
+
+
+def question(objs: list[Obj], rng: random.Random) -> tuple[str, str, str] | None:
+    """A question with one true answer about the scene: (question, answer, answer type)."""
+    kind = rng.choice(["color", "shape", "count", "position"])
+    o = rng.choice(objs)
+    if kind == "color" and sum(x.shape == o.shape for x in objs) == 1:
+        return f"what color is the {o.shape}?", o.color, "color"
+    if kind == "shape" and sum(x.color == o.color for x in objs) == 1:
+        return f"what shape is {o.color}?", o.shape, "shape"
+    if kind == "count":
+        k = sum(x.shape == o.shape for x in objs)
+        return f"how many {PLURAL[o.shape]} are there?", NUMBERS[k - 1], "count"
+    if kind == "position" and len(objs) == 2:
+        a, b = objs
+        if a.row == b.row and a.col != b.col and (a.color, a.shape) != (b.color, b.shape):
+            return f"where is the {o.name}?", "left" if o.col == 0 else "right", "position"
+    return None
+
+
+CAPTIONERS: dict[int, Callable] = {1: _one_attr, 2: _size_attr, 3: _position, 4: _two, 5: _relation,
+                                   6: _count, 7: _negation, 8: _qa}
+LEVEL_WEIGHTS = [1.0, 1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 0.9]
+
+
+# ---------------------------------------------------------------------------- text corpus
+
+
+def _np(rng: random.Random, plural: bool, det: str | None = None, adjs: int | None = None) -> str:
+    noun = rng.choice(THINGS)
+    n_adj = rng.choice([0, 1, 1, 2]) if adjs is None else adjs
+    words = []
+    if n_adj == 2:
+        words = [rng.choice(SIZES), rng.choice(list(COLORS))]  # size before colour
+    elif n_adj == 1:
+        words = [rng.choice(SIZES + list(COLORS))]
+    det = det or ("the" if plural else rng.choice(["the", "a", "the"]))
+    return " ".join([det, *words, THING_PLURAL[noun] if plural else noun])
+
+
+def _cop(plural: bool) -> str:
+    return "are" if plural else "is"
+
+
+def child_directed(rng: random.Random) -> str:
+    t, c, s = rng.choice(THINGS), rng.choice(list(COLORS)), rng.choice(SIZES)
+    return rng.choice([
+        f"look, a {s} {c} {t}!", f"where is the {c} {t}?", f"do you want the {c} {t}?",
+        f"can you find the {s} {t}?", f"here is the {t}.", f"the {t} is {rng.choice(TRAITS)}.",
+        f"these are {c} {THING_PLURAL[t]}.", f"this is a {c} {t}.", f"that one is not {c}.",
+        "good job!", f"is the {t} {c}?", f"those {THING_PLURAL[t]} are {s}.",
+        f"that {t} is {c}.", f"what a {s} {t}!", f"the {THING_PLURAL[t]} are {rng.choice(TRAITS)}.",
+        f"show me the {c} {t}.", f"put the {t} in the box.", f"we do not throw the {t}.",
+    ])
+
+
+def narration(rng: random.Random) -> str:
+    plural = rng.random() < 0.5
+    kind = rng.randrange(6)
+    if kind == 0:  # agreement with adjectives
+        return f"{_np(rng, plural)} {_cop(plural)} {rng.choice(TRAITS + SIZES + list(COLORS))}."
+    if kind == 1:  # agreement across a prepositional phrase
+        return (f"{_np(rng, plural, adjs=0)} {rng.choice(PREPS)} {_np(rng, rng.random() < 0.5, adjs=0)} "
+                f"{_cop(plural)} {rng.choice(TRAITS + list(COLORS))}.")
+    if kind == 2:  # determiner-noun agreement
+        det = rng.choice(["these", "those"] if plural else ["this", "that"])
+        return f"{_np(rng, plural, det=det, adjs=rng.choice([0, 1]))} {_cop(plural)} {rng.choice(TRAITS + list(COLORS))}."
+    if kind == 3:  # transitive verbs
+        v = rng.choice(VERBS)
+        return f"{_np(rng, plural)} {v[1] if plural else v[0]} {_np(rng, rng.random() < 0.5)}."
+    if kind == 4:  # negation with auxiliaries
+        aux = "do" if plural else "does"
+        return f"{_np(rng, plural, adjs=0)} {aux} not {rng.choice(VERBS)[1]} {_np(rng, rng.random() < 0.5, adjs=0)}."
+    return f"{_np(rng, plural, adjs=0)} {_cop(plural)} not {rng.choice(TRAITS + list(COLORS))}."
+
+
+def dialogue(rng: random.Random) -> str:
+    t = rng.choice(THINGS)
+    k = rng.randint(1, 4)
+    c = rng.choice(list(COLORS))
+    return rng.choice([
+        f"question: what does the {a} say? answer: {b}." for a, b in [rng.choice(list(SOUNDS.items()))]
+    ] + [
+        f"question: how many {THING_PLURAL[t]} are there? answer: {NUMBERS[k - 1]}.",
+        f"question: what color is the {t}? answer: {c}.",
+        f"question: where is the {t}? answer: {rng.choice(['left', 'right', 'top', 'bottom'])}.",
+        f"question: is the {t} {c}? answer: yes.",
+        f"question: what shape is the {t}? answer: {rng.choice(SHAPES)}.",
+        f"question: what is this? answer: a {t}.",
+    ])
+
+
+TEXT_SOURCES: dict[str, Callable[[random.Random], str]] = {
+    "child_directed": child_directed, "narration": narration, "dialogue": dialogue}
+
+
+# ---------------------------------------------------------------------------- eval sets
+
+
+def blimp_pairs(rng: random.Random, subtask: str) -> tuple[str, str]:
+    plural = rng.random() < 0.5
+    trait = rng.choice(TRAITS + list(COLORS))
+    if subtask == "subject_verb_agreement":
+        np_ = _np(rng, plural, adjs=rng.choice([1, 2]))
+        return f"{np_} {_cop(plural)} {trait}.", f"{np_} {_cop(not plural)} {trait}."
+    if subtask == "subject_verb_agreement_attractor":
+        head, attractor = _np(rng, plural, adjs=0), _np(rng, not plural, adjs=0)
+        prep = rng.choice(PREPS)
+        return (f"{head} {prep} {attractor} {_cop(plural)} {trait}.",
+                f"{head} {prep} {attractor} {_cop(not plural)} {trait}.")
+    if subtask == "determiner_noun_agreement":
+        t = rng.choice(THINGS)
+        good, bad = (("these", "this") if rng.random() < 0.5 else ("those", "that")) if plural else \
+            (("this", "these") if rng.random() < 0.5 else ("that", "those"))
+        noun = THING_PLURAL[t] if plural else t
+        return f"{good} {noun} {_cop(plural)} {trait}.", f"{bad} {noun} {_cop(plural)} {trait}."
+    if subtask == "adjective_order":
+        t, s, c = rng.choice(THINGS), rng.choice(SIZES), rng.choice(list(COLORS))
+        rest = rng.choice(["is here.", "is there.", f"is {rng.choice(TRAITS[:3])}.", "is on the box."])
+        return f"the {s} {c} {t} {rest}", f"the {c} {s} {t} {rest}"
+    if subtask == "negation_auxiliary":
+        subj, obj = _np(rng, plural, adjs=0), _np(rng, rng.random() < 0.5, adjs=0)
+        aux, verb = ("do" if plural else "does"), rng.choice(VERBS)[1]
+        return f"{subj} {aux} not {verb} {obj}.", f"{subj} not {aux} {verb} {obj}."
+    raise ValueError(subtask)
+
+
+BLIMP = {
+    "subject_verb_agreement": ("morphology", "subject_verb_agreement"),
+    "subject_verb_agreement_attractor": ("morphology", "subject_verb_agreement"),
+    "determiner_noun_agreement": ("morphology", "determiner_noun_agreement"),
+    "adjective_order": ("syntax", "word_order"),
+    "negation_auxiliary": ("syntax", "negation"),
+}
+
+
+def winoground_item(w: World, rng: random.Random, heldout: bool) -> tuple[list[Obj], str, str]:
+    while True:
+        a, b = w.scene(rng, 2, heldout)
+        if a.color == b.color or a.shape == b.shape:
+            continue
+        rel = relation(a, b)
+        if rel is not None and rng.random() < 0.5:
+            return [a, b], f"a {a.name} is {rel} a {b.name}", f"a {b.name} is {rel} a {a.name}"
+        return ([a, b], f"a {a.color} {a.shape} and a {b.color} {b.shape}",
+                f"a {b.color} {a.shape} and a {a.color} {b.shape}")
+
+
+ANSWERS = {"color": list(COLORS), "shape": SHAPES, "count": NUMBERS, "position": ["left", "right"]}
+
+
+def distractors(answer: str, kind: str, rng: random.Random) -> list[str]:
+    """7 wrong answers: the same type first, then other types (never a position word that
+    could be true of the object, so only left/right are used)."""
+    same = [a for a in ANSWERS[kind] if a != answer]
+    rng.shuffle(same)
+    others = [a for k, v in ANSWERS.items() if k != kind for a in v if a not in ("left", "right")]
+    rng.shuffle(others)
+    return (same + others)[:7]
+
+
+# ---------------------------------------------------------------------------- writer
+
+
+def _in_text_ok(sentence: str, heldout: set[tuple[str, str]]) -> bool:
+    words = set(sentence.replace("?", " ").replace(".", " ").replace("!", " ").replace(",", " ").split())
+    return not any(c in words and (s in words or PLURAL[s] in words) for c, s in heldout)
+
+
+def choose_heldout(seed: int) -> set[tuple[str, str]]:
+    rng = random.Random(f"heldout-{seed}")
+    pairs = [(c, s) for c in COLORS for s in SHAPES]
+    chosen: list[tuple[str, str]] = []
+    for c, s in rng.sample(pairs, len(pairs)):  # at most one per colour and per shape
+        if all(c != x and s != y for x, y in chosen):
+            chosen.append((c, s))
+        if len(chosen) == HELDOUT_COUNT:
+            break
+    return set(chosen)
+
+
+def generate_world(out_dir: str | Path, word_budget: int = 500_000, seed: int = 0, image_size: int = 32,
+                   caption_fraction: float = 0.4, overwrite: bool = False) -> dict:
+    out_dir = Path(out_dir)
+    params = {"word_budget": word_budget, "seed": seed, "image_size": image_size,
+              "caption_fraction": caption_fraction, "version": VERSION}
+    manifest_path = out_dir / "world.json"
+    if not overwrite and manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        if old.get("params") == params:
+            log("world", f"{out_dir} is up to date")
+            return old
+    if not 0 < caption_fraction < 1:
+        raise ValueError(f"caption_fraction must be in (0, 1), got {caption_fraction}")
+    heldout = choose_heldout(seed)
+    w = World(heldout)
+    with atomic_dir(out_dir) as tmp:
+        counts = _write_eval(w, tmp, seed, image_size)
+        text_words = _write_text(w, tmp, seed, int(word_budget * (1 - caption_fraction)), counts["eval_sentences"])
+        caption_words, n_images, levels = _write_captions(w, tmp, seed, image_size,
+                                                          int(word_budget * caption_fraction))
+        digest = hashlib.sha256()
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                digest.update(str(p.relative_to(tmp)).encode() + hashlib.sha256(p.read_bytes()).digest())
+        manifest = {
+            "params": params, "heldout_compositions": sorted(f"{c} {s}" for c, s in heldout),
+            "text_words": text_words, "caption_words": caption_words,
+            "total_words": sum(text_words.values()) + caption_words, "train_images": n_images,
+            "caption_levels": levels, "eval": {k: v for k, v in counts.items() if k != "eval_sentences"},
+            "sha256": digest.hexdigest(),
+        }
+        write_json_atomic(tmp / "world.json", manifest)
+    log("world", f"{manifest['total_words']:,} words ({caption_words:,} in {n_images:,} captions) -> {out_dir}")
+    return manifest
+
+
+def _save_png(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _write_eval(w: World, root: Path, seed: int, size: int) -> dict:
+    counts: dict = {"eval_sentences": set()}
+    rng = random.Random(f"blimp-{seed}")
+    (root / "eval" / "blimp").mkdir(parents=True)
+    for subtask, (field, term) in BLIMP.items():
+        seen: set[tuple[str, str]] = set()
+        rows = []
+        while len(rows) < EVAL_SIZES["blimp"]:
+            good, bad = blimp_pairs(rng, subtask)
+            if (good, bad) in seen or good == bad:
+                continue
+            seen.add((good, bad))
+            counts["eval_sentences"].update([good, bad])
+            rows.append({"sentence_good": good, "sentence_bad": bad, "field": field, "UID": subtask,
+                         "linguistics_term": term, "pair_id": len(rows)})
+        _write_jsonl(root / "eval" / "blimp" / f"{subtask}.jsonl", rows)
+    counts["blimp"] = {k: EVAL_SIZES["blimp"] for k in BLIMP}
+
+    rng = random.Random(f"winoground-{seed}")
+    rows = []
+    for i in range(EVAL_SIZES["winoground"]):
+        held = i % 4 == 0
+        objs, c0, c1 = winoground_item(w, rng, held)
+        key = f"wino_{i:05d}"
+        _save_png(root / "eval" / "winoground" / "images" / f"{key}.png", render(objs, size, rng))
+        rows.append({"image_idx": i, "image_key": key, "caption_0": c0, "caption_1": c1,
+                     "heldout_composition": any(w.is_heldout(o) for o in objs)})
+    _write_jsonl(root / "eval" / "winoground" / "winoground.jsonl", rows)
+    counts["winoground"] = len(rows)
+
+    rng = random.Random(f"vqa-{seed}")
+    items = []
+    while len(items) < EVAL_SIZES["vqa"]:
+        held = len(items) % 4 == 0
+        objs = w.scene(rng, rng.choice([1, 2, 3]), held)
+        made = question(objs, rng)
+        if made is None:
+            continue
+        q, ans, kind = made
+        image_id = f"vqa_{len(items):05d}"
+        _save_png(root / "eval" / "vqa" / "images" / f"{image_id}.png", render(objs, size, rng))
+        items.append({"idx_in_hf_dataset": len(items), "question": q, "target_ans": ans,
+                      "distractors": distractors(ans, kind, rng), "image_id": image_id,
+                      "question_id": len(items), "question_type": kind,
+                      "heldout_composition": any(w.is_heldout(o) for o in objs)})
+    (root / "eval" / "vqa" / "vqa.json").write_text(json.dumps(items, indent=1) + "\n")
+    counts["vqa"] = len(items)
+
+    rng = random.Random(f"captions-{seed}")
+    rows = []
+    for i in range(EVAL_SIZES["captions"]):
+        level = rng.choices(range(1, 8), weights=LEVEL_WEIGHTS[:7])[0]
+        objs, caption = w.caption(rng, level, heldout=i % 5 == 0)
+        rel = f"images/{i:05d}.png"
+        _save_png(root / "eval" / "captions" / rel, render(objs, size, rng))
+        rows.append({"image": rel, "caption": caption, "level": level,
+                     "heldout_composition": any(w.is_heldout(o) for o in objs)})
+    _write_jsonl(root / "eval" / "captions" / "heldout.jsonl", rows)
+    counts["captions"] = len(rows)
+    return counts
+
+
+def _write_text(w: World, root: Path, seed: int, budget: int, exclude: set[str]) -> dict[str, int]:
+    rng = random.Random(f"text-{seed}")
+    per_source = budget // len(TEXT_SOURCES)
+    words: dict[str, int] = {}
+    (root / "text").mkdir()
+    for name, make in TEXT_SOURCES.items():
+        lines, n = [], 0
+        while True:
+            line = make(rng)
+            if line in exclude or not _in_text_ok(line, w.heldout):
+                continue
+            k = len(line.split())
+            if n + k > per_source:
+                break
+            lines.append(line)
+            n += k
+        (root / "text" / f"{name}.train").write_text("\n".join(lines) + "\n")
+        words[name] = n
+    return words
+
+
+def _write_captions(w: World, root: Path, seed: int, size: int, budget: int) -> tuple[int, int, dict]:
+    rng = random.Random(f"train-{seed}")
+    rows, n = [], 0
+    levels: dict[int, int] = {}
+    bar = tqdm(total=budget, desc="world captions", unit="word", leave=False)
+    while True:
+        level = rng.choices(range(1, 9), weights=LEVEL_WEIGHTS)[0]
+        objs, caption = w.caption(rng, level)
+        k = len(caption.split())
+        if n + k > budget:
+            break
+        i = len(rows)
+        _save_png(root / "images" / "train" / f"{i:06d}.png", render(objs, size, rng))
+        rows.append({"image": f"../images/train/{i:06d}.png", "caption": caption, "level": level})
+        levels[level] = levels.get(level, 0) + 1
+        n += k
+        bar.update(k)
+    bar.close()
+    _write_jsonl(root / "captions" / "train.jsonl", rows)
+    return n, len(rows), dict(sorted(levels.items()))
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path("data/world"))
+    p.add_argument("--word_budget", type=int, default=500_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image_size", type=int, default=32)
+    p.add_argument("--caption_fraction", type=float, default=0.4)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    generate_world(args.out, args.word_budget, args.seed, args.image_size, args.caption_fraction, args.overwrite)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
