@@ -63,8 +63,8 @@ class TrainArguments:
     output_dir: str | None = field(default=None, metadata={
         "help": "Where the run is written; default runs/<model_type>-<curriculum>-s<seed>."})
     seed: int = 0
-    text_pretrain_steps: int = field(default=800, metadata={"help": "Stage 1 steps; 0 skips text-only pretraining."})
-    multimodal_steps: int = field(default=1500, metadata={"help": "Stage 2 steps."})
+    text_pretrain_steps: int = field(default=600, metadata={"help": "Stage 1 steps; 0 skips text-only pretraining."})
+    multimodal_steps: int = field(default=1000, metadata={"help": "Stage 2 steps."})
     batch_size: int = field(default=64, metadata={"help": "Image-caption pairs per step (global)."})
     text_batch_size: int = field(default=32, metadata={"help": "Text chunks per step (global)."})
     learning_rate: float = 2e-3

@@ -121,7 +121,7 @@ def run_stage(stage: str, accelerator: Accelerator, module: torch.nn.Module, num
             metrics.update({"train/stage": stage, "train/lr": scheduler.get_last_lr()[0],
                             "train/steps_per_s": round(count / (time.perf_counter() - started), 3)})
             if hasattr(accelerator.unwrap_model(wrapped), "logit_scale"):
-                metrics["train/logit_scale"] = round(float(accelerator.unwrap_model(wrapped).logit_scale), 3)
+                metrics["train/logit_scale"] = round(accelerator.unwrap_model(wrapped).logit_scale.item(), 3)
             log(metrics, step_offset + step + 1)
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
             sums.clear()
