@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from data_prep.train_tokenizer import load_tokenizer
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -44,6 +43,7 @@ from babymm.optim import build_optimizer, build_scheduler
 from babymm.vision import VisionConfig
 from data_prep.pipeline import Prepared, prepare
 from data_prep.stage import DataError, write_json_atomic
+from data_prep.train_tokenizer import load_tokenizer
 
 Batch = dict[str, torch.Tensor]
 StepFn = Callable[[torch.nn.Module, Batch], dict[str, torch.Tensor]]

@@ -22,7 +22,15 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from data_prep import ingest as ingest_stage
-from data_prep.stage import DataError, atomic_dir, fingerprint, is_up_to_date, log, read_manifest, write_manifest
+from data_prep.stage import (
+    DataError,
+    atomic_dir,
+    fingerprint,
+    is_up_to_date,
+    log,
+    read_manifest,
+    write_manifest,
+)
 
 STAGE = "tokenizer"
 SPECIALS = {"pad": ("<pad>", 0), "unk": ("<unk>", 1), "bos": ("<s>", 2), "eos": ("</s>", 3)}

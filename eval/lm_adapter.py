@@ -12,7 +12,12 @@ from pathlib import Path
 import torch
 from lm_eval.api.model import TemplateLM
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from eval.scoring import continuation_logprobs
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 import torch
-from data_prep.train_tokenizer import load_tokenizer
 
 from babymm.models import load_model
 from data_prep.stage import write_json_atomic
+from data_prep.train_tokenizer import load_tokenizer
 from eval import multimodal
 from eval.lm_adapter import BabymmLM
 from eval.text_tasks import run_text_tasks, write_blimp_tasks, write_ewok_tasks
