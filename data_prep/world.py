@@ -53,6 +53,11 @@ HELDOUT_COUNT = 8
 EVAL_SIZES = {"blimp": 200, "winoground": 200, "vqa": 300, "captions": 500}
 
 
+def a(phrase: str) -> str:
+    """The indefinite article for a phrase: "an orange star", "a red star"."""
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
 @dataclass(frozen=True)
 class Obj:
     shape: str
@@ -160,12 +165,12 @@ class World:
 
 def _one_attr(w: World, rng: random.Random, h: bool):
     objs = w.scene(rng, 1, h)
-    return objs, f"a {objs[0].name}"
+    return objs, a(objs[0].name)
 
 
 def _size_attr(w: World, rng: random.Random, h: bool):
     objs = w.scene(rng, 1, h)
-    return objs, f"a {objs[0].size} {objs[0].name}"
+    return objs, a(f"{objs[0].size} {objs[0].name}")
 
 
 def _position(w: World, rng: random.Random, h: bool):
@@ -177,22 +182,22 @@ def _position(w: World, rng: random.Random, h: bool):
         where = "at the top" if o.row == 0 else "at the bottom"
     else:
         where = rng.choice([["on the left", "on the right"][o.col], ["at the top", "at the bottom"][o.row]])
-    return objs, f"a {o.size} {o.name} {where}"
+    return objs, f"{a(o.size)} {o.name} {where}"
 
 
 def _two(w: World, rng: random.Random, h: bool):
-    a, b = w.scene(rng, 2, h)
-    return [a, b], f"a {a.name} and a {b.name}"
+    p, q = w.scene(rng, 2, h)
+    return [p, q], f"{a(p.name)} and {a(q.name)}"
 
 
 def _relation(w: World, rng: random.Random, h: bool):
-    a, b = w.scene(rng, 2, h)
-    rel = relation(a, b)
+    p, q = w.scene(rng, 2, h)
+    rel = relation(p, q)
     if rel is None:
         return None
     if rng.random() < 0.5:
-        return [a, b], f"a {a.name} is {rel} a {b.name}"
-    return [a, b], f"a {a.size} {a.name} is {rel} a {b.size} {b.name}"
+        return [p, q], f"{a(p.name)} is {rel} {a(q.name)}"
+    return [p, q], f"{a(p.size)} {p.name} is {rel} {a(q.size)} {q.name}"
 
 
 def relation(a: Obj, b: Obj) -> str | None:
@@ -223,10 +228,10 @@ def _negation(w: World, rng: random.Random, h: bool):
     o = objs[0]
     if rng.random() < 0.5:
         absent = rng.choice([p for p in w.allowed if all((x.color, x.shape) != p for x in objs)])
-        return objs, f"there is a {o.name} and no {absent[0]} {absent[1]}"
+        return objs, f"there is {a(o.name)} and no {absent[0]} {absent[1]}"
     if sum(x.shape == o.shape for x in objs) != 1:
         return None
-    other = rng.choice([c for c in COLORS if c != o.color])
+    other = rng.choice([c for c in COLORS if c != o.color and (c, o.shape) not in w.heldout])
     return objs, f"the {o.shape} is not {other}"
 
 
@@ -273,8 +278,9 @@ def _np(rng: random.Random, plural: bool, det: str | None = None, adjs: int | No
         words = [rng.choice(SIZES), rng.choice(list(COLORS))]  # size before colour
     elif n_adj == 1:
         words = [rng.choice(SIZES + list(COLORS))]
+    phrase = " ".join([*words, THING_PLURAL[noun] if plural else noun])
     det = det or ("the" if plural else rng.choice(["the", "a", "the"]))
-    return " ".join([det, *words, THING_PLURAL[noun] if plural else noun])
+    return a(phrase) if det == "a" else f"{det} {phrase}"
 
 
 def _cop(plural: bool) -> str:
@@ -284,11 +290,11 @@ def _cop(plural: bool) -> str:
 def child_directed(rng: random.Random) -> str:
     t, c, s = rng.choice(THINGS), rng.choice(list(COLORS)), rng.choice(SIZES)
     return rng.choice([
-        f"look, a {s} {c} {t}!", f"where is the {c} {t}?", f"do you want the {c} {t}?",
+        f"look, {a(s)} {c} {t}!", f"where is the {c} {t}?", f"do you want the {c} {t}?",
         f"can you find the {s} {t}?", f"here is the {t}.", f"the {t} is {rng.choice(TRAITS)}.",
-        f"these are {c} {THING_PLURAL[t]}.", f"this is a {c} {t}.", f"that one is not {c}.",
+        f"these are {c} {THING_PLURAL[t]}.", f"this is {a(c)} {t}.", f"that one is not {c}.",
         "good job!", f"is the {t} {c}?", f"those {THING_PLURAL[t]} are {s}.",
-        f"that {t} is {c}.", f"what a {s} {t}!", f"the {THING_PLURAL[t]} are {rng.choice(TRAITS)}.",
+        f"that {t} is {c}.", f"what {a(s)} {t}!", f"the {THING_PLURAL[t]} are {rng.choice(TRAITS)}.",
         f"show me the {c} {t}.", f"put the {t} in the box.", f"we do not throw the {t}.",
     ])
 
@@ -325,7 +331,7 @@ def dialogue(rng: random.Random) -> str:
         f"question: where is the {t}? answer: {rng.choice(['left', 'right', 'top', 'bottom'])}.",
         f"question: is the {t} {c}? answer: yes.",
         f"question: what shape is the {t}? answer: {rng.choice(SHAPES)}.",
-        f"question: what is this? answer: a {t}.",
+        f"question: what is this? answer: {a(t)}.",
     ])
 
 
@@ -374,15 +380,16 @@ BLIMP = {
 
 
 def winoground_item(w: World, rng: random.Random, heldout: bool) -> tuple[list[Obj], str, str]:
+    """Two objects; the foil uses the same words in another order (so never "a" vs "an")."""
     while True:
-        a, b = w.scene(rng, 2, heldout)
-        if a.color == b.color or a.shape == b.shape:
+        p, q = w.scene(rng, 2, heldout)
+        if p.color == q.color or p.shape == q.shape or "orange" in (p.color, q.color):
             continue
-        rel = relation(a, b)
+        rel = relation(p, q)
         if rel is not None and rng.random() < 0.5:
-            return [a, b], f"a {a.name} is {rel} a {b.name}", f"a {b.name} is {rel} a {a.name}"
-        return ([a, b], f"a {a.color} {a.shape} and a {b.color} {b.shape}",
-                f"a {b.color} {a.shape} and a {a.color} {b.shape}")
+            return [p, q], f"a {p.name} is {rel} a {q.name}", f"a {q.name} is {rel} a {p.name}"
+        return ([p, q], f"a {p.color} {p.shape} and a {q.color} {q.shape}",
+                f"a {q.color} {p.shape} and a {p.color} {q.shape}")
 
 
 ANSWERS = {"color": list(COLORS), "shape": SHAPES, "count": NUMBERS, "position": ["left", "right"]}
