@@ -1,0 +1,34 @@
+"""Shared fixtures: one tiny world and one tiny end-to-end run per test session."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+TINY_MODEL = ["--hidden_size", "32", "--num_layers", "2", "--num_heads", "2", "--intermediate_size", "64",
+              "--vision_width", "32", "--embed_dim", "16"]
+TINY_TRAIN = ["--text_pretrain_steps", "8", "--multimodal_steps", "12", "--batch_size", "16",
+              "--text_batch_size", "8", "--logging_steps", "4", "--warmup_steps", "2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    from data_prep import world
+
+    out = tmp_path_factory.mktemp("data") / "world"
+    world.generate_world(out, word_budget=20_000, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_world, tmp_path_factory):
+    """A whole run at toy size: data prep, both stages, save, eval."""
+    from babymm import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    rc = train.main(["--data_dir", str(tiny_world), "--output_dir", str(out), "--curriculum", "length",
+                     *TINY_MODEL, *TINY_TRAIN])
+    assert rc == 0
+    return out

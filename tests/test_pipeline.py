@@ -1,0 +1,97 @@
+"""End to end at toy size: data prep, two-stage training, saving, eval, and its errors."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from babymm import train
+from babymm.models import load_model
+from eval.lm_adapter import BabymmLM
+from tests.conftest import TINY_MODEL, TINY_TRAIN
+
+
+def test_run_writes_everything(tiny_run):
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"config.json", "model.safetensors", "multimodal.safetensors", "babymm_config.json", "tokenizer.json",
+            "run_config.json", "curriculum_manifest.json", "word_counts.json", "metrics.jsonl",
+            "results.json", "results.md"} <= names
+    metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    stages = [m["train/stage"] for m in metrics]
+    assert stages[0] == "text" and stages[-1] == "multimodal"
+    last = metrics[-1]
+    assert {"train/caption_loss", "train/clip_loss", "train/uniform_loss", "train/align_loss",
+            "train/text_loss"} <= set(last)
+    assert json.loads((tiny_run / "curriculum_manifest.json").read_text())["curriculum"]["name"] == "length"
+
+
+def test_results_cover_the_suite(tiny_run):
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert set(results["blimp"]["subtasks"]) == {
+        f"babymm_blimp_{s}" for s in ("subject_verb_agreement", "subject_verb_agreement_attractor",
+                                       "determiner_noun_agreement", "adjective_order", "negation_auxiliary")}
+    assert 0 <= results["blimp"]["acc"] <= 1 and results["blimp"]["n"] == 1000
+    assert results["winoground"]["n"] == 200 and "acc_shuffled_images" in results["winoground"]
+    assert results["vqa"]["n"] == 300 and "acc_heldout_composition" in results["vqa"]
+    assert {"centroid_distance", "linear_separability", "i2t_r1"} <= set(results["embeddings"])
+    assert "skipped" in results["ewok"]  # the built-in world has no EWoK-format items
+    assert "BLiMP" in (tiny_run / "results.md").read_text()
+
+
+def test_saved_model_loads_with_auto_classes_and_scores_the_same(tiny_run):
+    """A standard causal-LM scorer (AutoModelForCausalLM + AutoTokenizer) gets the same
+    sentence log-probabilities as babymm's own eval adapter."""
+    tok = AutoTokenizer.from_pretrained(tiny_run)
+    assert tok.is_fast
+    enc = tok("the red balls are big.", return_offsets_mapping=True)
+    assert enc["input_ids"][0] == tok.bos_token_id and len(enc["offset_mapping"]) == len(enc["input_ids"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_run).eval()
+    sentences = ["the red balls are big.", "this dogs is happy.", "question: what color is the star? answer: red."]
+    standard = []
+    with torch.no_grad():
+        for s in sentences:
+            ids = torch.tensor([tok(s)["input_ids"]])
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+            standard.append(logp.gather(-1, ids[0, 1:, None]).sum().item())
+    lm = BabymmLM(model, tok)
+
+    class Req:
+        def __init__(self, s):
+            self.args = ("", " " + s)  # lm-eval's multiple-choice request for an empty context
+
+    ours = [ll for ll, _ in lm.loglikelihood([Req(s) for s in sentences], disable_tqdm=True)]
+    assert ours == pytest.approx(standard, abs=1e-4)
+    # the multimodal model reloads with the same decoder weights
+    mm = load_model(tiny_run)
+    assert torch.equal(mm.decoder.lm_head.weight, model.lm_head.weight)
+
+
+def test_unknown_curriculum_is_one_line_error(tiny_world, tmp_path, capsys):
+    rc = train.main(["--data_dir", str(tiny_world), "--output_dir", str(tmp_path / "r"), "--curriculum", "nope"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: unknown curriculum 'nope'") and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_dir_is_one_line_error(tmp_path, capsys):
+    rc = train.main(["--data_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "nowhere: data directory does not exist" in err and "\n" not in err
+
+
+def test_existing_run_is_not_overwritten(tiny_run, tiny_world, capsys):
+    rc = train.main(["--data_dir", str(tiny_world), "--output_dir", str(tiny_run)])
+    assert rc == 2 and "already holds a run" in capsys.readouterr().err
+
+
+def test_no_pretraining_plain_clip_and_random_curriculum(tiny_world, tmp_path):
+    out = tmp_path / "r"
+    rc = train.main(["--data_dir", str(tiny_world), "--output_dir", str(out), "--curriculum", "random",
+                     "--uniform_weight", "0", "--align_weight", "0", "--run_eval", "false",
+                     *TINY_MODEL, *TINY_TRAIN, "--text_pretrain_steps", "0"])
+    assert rc == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["train/stage"] == "multimodal" for m in metrics)
+    assert "train/uniform_loss" not in metrics[-1] and "train/clip_loss" in metrics[-1]
+    assert not (out / "results.json").exists()
