@@ -7,7 +7,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eval.lm_adapter import BabymmLM
-from eval.text_tasks import run_text_tasks, to_submission_predictions, write_blimp_tasks, write_ewok_tasks
+from eval.text_tasks import (
+    run_text_tasks,
+    to_submission_predictions,
+    write_blimp_tasks,
+    write_ewok_tasks,
+)
 
 PAIRS = [("the red balls are big.", "the red balls is big."),
          ("these dogs are happy.", "this dogs are happy."),
