@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(src / "manifest.json", out / name)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"[train] {cfg.model.model_type}: {n_params / 1e6:.2f}M parameters, "
-              f"{len(captions):,} captions, {len(text):,} text blocks, curriculum {spec.name!r} -> {out}")
+              f"{len(captions):,} captions, {len(text):,} text blocks, curriculum {spec.name!r}, "
+              f"{accelerator.num_processes} process(es) x {torch.get_num_threads()} threads on "
+              f"{accelerator.device} -> {out}")
     accelerator.init_trackers("babymm", config={f"{s}.{k}": v for s, d in cfg.to_dict().items()
                                                  for k, v in d.items() if v is not None})
     log = MetricsLog(out / "metrics.jsonl", accelerator)

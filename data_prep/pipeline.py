@@ -11,6 +11,7 @@ generated first (never downloaded).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,12 @@ def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: in
         log("pipeline", f"{data_dir} has no data: generating the built-in world ({word_budget:,} words)")
         world.generate_world(data_dir, word_budget=word_budget, seed=seed, image_size=image_size)
     ing = ingest.ingest(data_dir, image_size=image_size)
-    count_words.count_words(data_dir, word_budget=count_words.BABYLM_BUDGET)
+    # the built-in world is checked against the budget it was generated for; real data
+    # against BabyLM's 100M-word cap
+    world_manifest = data_dir / "world.json"
+    budget = (json.loads(world_manifest.read_text())["params"]["word_budget"] if world_manifest.exists()
+              else count_words.BABYLM_BUDGET)
+    count_words.count_words(data_dir, word_budget=budget)
     tok = train_tokenizer.train_tokenizer(data_dir, vocab_size=vocab_size)
     tokens = tokenize_text.tokenize_text(data_dir)
     cur = build_curriculum.build_curriculum(data_dir, curriculum, seed=0)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up babymm on a fresh machine and run the main job end to end on the built-in world:
+# generate and prepare data/world, train `--curriculum length` (text pretraining, then
+# curriculum multimodal training with the gap-closing loss), evaluate, print the table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+    .venv/bin/python -m pip install -q -U pip
+    .venv/bin/pip install -q torch==2.13.0        # the CPU build; a GPU machine may use its own
+    .venv/bin/pip install -q -e ".[dev]"
+fi
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# accelerate launch defaults to one CPU thread per process; give the one process every core
+accelerate launch --num_processes 1 --num_cpu_threads_per_process "$(nproc)" babymm/train.py --curriculum length "$@"
