@@ -72,6 +72,7 @@ class TrainArguments:
     warmup_steps: int = 100
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine or constant (after warmup)."})
     max_grad_norm: float = 1.0
+    use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16 (Accelerate autocast)."})
     logging_steps: int = 50
     run_eval: bool = field(default=True, metadata={"help": "Score the saved model when training ends."})

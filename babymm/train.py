@@ -188,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(cfg.train.output_dir) if cfg.train.output_dir else default_output_dir(cfg)
     cfg.train.output_dir = str(out)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
+    # Accelerate treats torchrun's processes as MULTI_CPU (gloo) only when told it is on the CPU
+    has_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
+    accelerator = Accelerator(cpu=cfg.train.use_cpu or not has_accelerator,
+                              mixed_precision=cfg.train.mixed_precision,
                               log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
                               project_dir=str(out))
     if accelerator.is_main_process:
