@@ -97,6 +97,7 @@ def _worker(rank, world, init_file, I, T, out_file):
     dist.all_gather(grads_t, gt / world)
     if rank == 0:
         torch.save({"values": values / world, "gi": torch.cat(grads_i), "gt": torch.cat(grads_t)}, out_file)
+    dist.barrier()  # no rank tears gloo down while another is still in a collective
     dist.destroy_process_group()
 
 
