@@ -56,11 +56,9 @@ def _text_suite(run_dir: Path, eval_dir: Path, work: Path, batch_size: int) -> d
         if not src.is_dir() or not any(src.glob("*.jsonl")):
             results[name] = {"skipped": f"no {src}/*.jsonl"}
             continue
-        tasks = writer(src, work / name, prefix=f"babymm_{name}")
+        writer(src, work / name, prefix=f"babymm_{name}")
         scores = run_text_tasks(lm, work / name, [f"babymm_{name}"])
-        group = scores.pop(f"babymm_{name}")
-        results[name] = {**group, "subtasks": scores}
-        del tasks
+        results[name] = {**scores.pop(f"babymm_{name}"), "subtasks": scores}
     return results
 
 
