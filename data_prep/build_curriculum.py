@@ -23,6 +23,7 @@ from data_prep.stage import (
     is_up_to_date,
     log,
     read_manifest,
+    run_cli,
     write_manifest,
 )
 
@@ -39,9 +40,7 @@ def build_curriculum(data_dir: Path, curriculum: str, seed: int = 0, overwrite: 
         spec = load_curriculum(curriculum)
     except (FileNotFoundError, ValueError) as e:
         raise DataError(str(e)) from e
-    ingested = read_manifest(ingest_stage.out_dir(data_dir))
-    if ingested is None or not ingested["captions"]:
-        raise DataError(f"{ingest_stage.out_dir(data_dir)}: no ingested captions; run the ingest stage")
+    ingested = ingest_stage.require_ingested(data_dir, captions=True)
     if spec.scorer:
         scores_dir = score_stage.score_captions(data_dir, spec.scorer)
         upstream = read_manifest(scores_dir)["fingerprint"]
@@ -75,13 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curriculum", default="length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        build_curriculum(args.data_dir, args.curriculum, args.seed, args.overwrite)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(p, argv, lambda a: build_curriculum(a.data_dir, a.curriculum, a.seed, a.overwrite))
 
 
 if __name__ == "__main__":

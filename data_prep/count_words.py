@@ -21,6 +21,7 @@ from data_prep.stage import (
     is_up_to_date,
     log,
     read_manifest,
+    run_cli,
     write_manifest,
 )
 
@@ -42,10 +43,7 @@ def _count(ds: datasets.Dataset, column: str) -> Counter:
 
 def count_words(data_dir: Path, word_budget: int = BABYLM_BUDGET, overwrite: bool = False) -> dict:
     data_dir = Path(data_dir)
-    upstream = read_manifest(ingest_stage.out_dir(data_dir))
-    if upstream is None:
-        raise DataError(f"{ingest_stage.out_dir(data_dir)}: not found; run the ingest stage first "
-                        f"(python -m data_prep.ingest --data_dir {data_dir})")
+    upstream = ingest_stage.require_ingested(data_dir)
     fp = fingerprint(STAGE, upstream["fingerprint"], word_budget)
     out = out_dir(data_dir)
     if not overwrite and is_up_to_date(out, fp):
@@ -77,13 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", type=Path, required=True)
     p.add_argument("--word_budget", type=int, default=BABYLM_BUDGET)
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        count_words(args.data_dir, args.word_budget, args.overwrite)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(p, argv, lambda a: count_words(a.data_dir, a.word_budget, a.overwrite))
 
 
 if __name__ == "__main__":

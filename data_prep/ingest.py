@@ -34,6 +34,8 @@ from data_prep.stage import (
     fingerprint,
     is_up_to_date,
     log,
+    read_manifest,
+    run_cli,
     write_manifest,
 )
 
@@ -151,6 +153,18 @@ def _from_generator(gen, **kwargs) -> datasets.Dataset:
         raise
 
 
+def require_ingested(data_dir: Path, captions: bool = False) -> dict[str, Any]:
+    """The ingest manifest, or a DataError saying to run the ingest stage first."""
+    manifest = read_manifest(out_dir(data_dir))
+    if manifest is None:
+        raise DataError(f"{out_dir(data_dir)}: not found; run the ingest stage first "
+                        f"(python -m data_prep.ingest --data_dir {data_dir})")
+    if captions and not manifest["captions"]:
+        raise DataError(f"{data_dir}: no image-caption data was ingested; this stage needs captions "
+                        "(captions/*.jsonl or captions/*_captions.json)")
+    return manifest
+
+
 def load_text(data_dir: Path) -> datasets.Dataset | None:
     """The ingested text-only portion, or None when the data has none."""
     path = out_dir(data_dir) / "text"
@@ -217,13 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", type=Path, required=True)
     p.add_argument("--image_size", type=int, default=32)
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        ingest(args.data_dir, args.image_size, args.overwrite)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(p, argv, lambda a: ingest(a.data_dir, a.image_size, a.overwrite))
 
 
 if __name__ == "__main__":

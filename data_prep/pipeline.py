@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep import build_curriculum, count_words, ingest, tokenize_text, train_tokenizer, world
-from data_prep.stage import DataError, log
+from data_prep.stage import log, run_cli
 
 WORLD_DEFAULT_DIR = Path("data/world")
 
@@ -62,14 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--word_budget", type=int, default=500_000, help="size of the built-in world, if generated")
     p.add_argument("--image_size", type=int, default=32)
     p.add_argument("--vocab_size", type=int, default=2048)
-    args = p.parse_args(argv)
-    try:
-        prepare(args.data_dir, args.curriculum, word_budget=args.word_budget,
-                image_size=args.image_size, vocab_size=args.vocab_size)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(p, argv, lambda a: prepare(a.data_dir, a.curriculum, word_budget=a.word_budget,
+                                              image_size=a.image_size, vocab_size=a.vocab_size))
 
 
 if __name__ == "__main__":

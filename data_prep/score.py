@@ -17,7 +17,7 @@ from data_prep.stage import (
     fingerprint,
     is_up_to_date,
     log,
-    read_manifest,
+    run_cli,
     write_manifest,
 )
 
@@ -32,10 +32,7 @@ def score_captions(data_dir: Path, scorer: str, overwrite: bool = False) -> Path
     data_dir = Path(data_dir)
     if scorer not in SCORERS:
         raise DataError(f"unknown scorer {scorer!r}; registered: {', '.join(sorted(SCORERS))}")
-    upstream = read_manifest(ingest_stage.out_dir(data_dir))
-    if upstream is None or not upstream["captions"]:
-        raise DataError(f"{ingest_stage.out_dir(data_dir)}: no ingested captions; run "
-                        f"python -m data_prep.ingest --data_dir {data_dir} on data with captions")
+    upstream = ingest_stage.require_ingested(data_dir, captions=True)
     fp = fingerprint(STAGE, upstream["fingerprint"], scorer)
     out = out_dir(data_dir, scorer)
     if not overwrite and is_up_to_date(out, fp):
@@ -62,13 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", type=Path, required=True)
     p.add_argument("--scorer", default="length", choices=sorted(SCORERS))
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        score_captions(args.data_dir, args.scorer, args.overwrite)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(p, argv, lambda a: score_captions(a.data_dir, a.scorer, a.overwrite))
 
 
 if __name__ == "__main__":

@@ -7,14 +7,16 @@ the fingerprint of its inputs and parameters; a rerun with the same fingerprint 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,15 @@ def write_manifest(out_dir: Path, stage: str, fp: str, **info: Any) -> dict[str,
 
 def log(stage: str, msg: str) -> None:
     print(f"[{stage}] {msg}", flush=True)
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
+            run: Callable[[argparse.Namespace], Any]) -> int:
+    """Every stage's CLI shell: parse, run, and turn bad data into one line on stderr and exit 2."""
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

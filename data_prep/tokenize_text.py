@@ -23,6 +23,7 @@ from data_prep.stage import (
     is_up_to_date,
     log,
     read_manifest,
+    run_cli,
     write_manifest,
 )
 
@@ -37,8 +38,8 @@ def tokenize_text(data_dir: Path, overwrite: bool = False) -> Path:
     data_dir = Path(data_dir)
     tok_dir = tokenizer_stage.out_dir(data_dir)
     tok_manifest = read_manifest(tok_dir)
-    ingested = read_manifest(ingest_stage.out_dir(data_dir))
-    if tok_manifest is None or ingested is None:
+    ingested = ingest_stage.require_ingested(data_dir)
+    if tok_manifest is None:
         raise DataError(f"{tok_dir}: no tokenizer; run python -m data_prep.train_tokenizer --data_dir {data_dir}")
     fp = fingerprint(STAGE, ingested["fingerprint"], tok_manifest["fingerprint"])
     out = out_dir(data_dir)
@@ -66,13 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data_dir", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        tokenize_text(args.data_dir, args.overwrite)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(p, argv, lambda a: tokenize_text(a.data_dir, a.overwrite))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from data_prep.stage import (
     fingerprint,
     is_up_to_date,
     log,
-    read_manifest,
+    run_cli,
     write_manifest,
 )
 
@@ -100,10 +100,7 @@ def check_agreement(fast: PreTrainedTokenizerFast, spm_model: Path, texts: list[
 
 def train_tokenizer(data_dir: Path, vocab_size: int = 2048, overwrite: bool = False) -> Path:
     data_dir = Path(data_dir)
-    upstream = read_manifest(ingest_stage.out_dir(data_dir))
-    if upstream is None:
-        raise DataError(f"{ingest_stage.out_dir(data_dir)}: not found; run the ingest stage first "
-                        f"(python -m data_prep.ingest --data_dir {data_dir})")
+    upstream = ingest_stage.require_ingested(data_dir)
     fp = fingerprint(STAGE, upstream["fingerprint"], vocab_size)
     out = out_dir(data_dir)
     if not overwrite and is_up_to_date(out, fp):
@@ -140,13 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", type=Path, required=True)
     p.add_argument("--vocab_size", type=int, default=2048)
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        train_tokenizer(args.data_dir, args.vocab_size, args.overwrite)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(p, argv, lambda a: train_tokenizer(a.data_dir, a.vocab_size, a.overwrite))
 
 
 if __name__ == "__main__":
