@@ -7,7 +7,6 @@ range of each quarter of the order, which a run copies beside its checkpoints.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from data_prep.stage import (
     log,
     read_manifest,
     run_cli,
+    stage_parser,
     write_manifest,
 )
 
@@ -69,11 +69,9 @@ def build_curriculum(data_dir: Path, curriculum: str, seed: int = 0, overwrite: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data_dir", type=Path, required=True)
+    p = stage_parser(__doc__)
     p.add_argument("--curriculum", default="length")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
     return run_cli(p, argv, lambda a: build_curriculum(a.data_dir, a.curriculum, a.seed, a.overwrite))
 
 

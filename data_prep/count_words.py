@@ -6,7 +6,6 @@ BabyLM caps language input at 100M words (strict-small: 10M); captions count. Th
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ from data_prep.stage import (
     log,
     read_manifest,
     run_cli,
+    stage_parser,
     write_manifest,
 )
 
@@ -71,10 +71,8 @@ def count_words(data_dir: Path, word_budget: int = BABYLM_BUDGET, overwrite: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data_dir", type=Path, required=True)
+    p = stage_parser(__doc__)
     p.add_argument("--word_budget", type=int, default=BABYLM_BUDGET)
-    p.add_argument("--overwrite", action="store_true")
     return run_cli(p, argv, lambda a: count_words(a.data_dir, a.word_budget, a.overwrite))
 
 

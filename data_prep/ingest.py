@@ -13,7 +13,6 @@ Blank text lines are dropped and counted; any caption problem is an error naming
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -36,6 +35,7 @@ from data_prep.stage import (
     log,
     read_manifest,
     run_cli,
+    stage_parser,
     write_manifest,
 )
 
@@ -227,10 +227,8 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data_dir", type=Path, required=True)
+    p = stage_parser(__doc__)
     p.add_argument("--image_size", type=int, default=32)
-    p.add_argument("--overwrite", action="store_true")
     return run_cli(p, argv, lambda a: ingest(a.data_dir, a.image_size, a.overwrite))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from data_prep.stage import (
     is_up_to_date,
     log,
     run_cli,
+    stage_parser,
     write_manifest,
 )
 
@@ -55,10 +55,8 @@ def score_captions(data_dir: Path, scorer: str, overwrite: bool = False) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data_dir", type=Path, required=True)
+    p = stage_parser(__doc__)
     p.add_argument("--scorer", default="length", choices=sorted(SCORERS))
-    p.add_argument("--overwrite", action="store_true")
     return run_cli(p, argv, lambda a: score_captions(a.data_dir, a.scorer, a.overwrite))
 
 

@@ -94,6 +94,14 @@ def log(stage: str, msg: str) -> None:
     print(f"[{stage}] {msg}", flush=True)
 
 
+def stage_parser(doc: str) -> argparse.ArgumentParser:
+    """The flags every stage takes: where the data is, and whether to redo finished work."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--data_dir", type=Path, required=True, help="BabyLM-format data directory")
+    p.add_argument("--overwrite", action="store_true", help="redo the stage even if it is up to date")
+    return p
+
+
 def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
             run: Callable[[argparse.Namespace], Any]) -> int:
     """Every stage's CLI shell: parse, run, and turn bad data into one line on stderr and exit 2."""

@@ -7,7 +7,6 @@ happens once, not in every run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from data_prep.stage import (
     log,
     read_manifest,
     run_cli,
+    stage_parser,
     write_manifest,
 )
 
@@ -64,9 +64,7 @@ def tokenize_text(data_dir: Path, overwrite: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data_dir", type=Path, required=True)
-    p.add_argument("--overwrite", action="store_true")
+    p = stage_parser(__doc__)
     return run_cli(p, argv, lambda a: tokenize_text(a.data_dir, a.overwrite))
 
 

@@ -11,7 +11,6 @@ for offset mappings, which only fast tokenizers give.
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import sys
@@ -29,6 +28,7 @@ from data_prep.stage import (
     is_up_to_date,
     log,
     run_cli,
+    stage_parser,
     write_manifest,
 )
 
@@ -133,10 +133,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data_dir", type=Path, required=True)
+    p = stage_parser(__doc__)
     p.add_argument("--vocab_size", type=int, default=2048)
-    p.add_argument("--overwrite", action="store_true")
     return run_cli(p, argv, lambda a: train_tokenizer(a.data_dir, a.vocab_size, a.overwrite))
 
 
