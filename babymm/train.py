@@ -189,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(cfg.train.output_dir) if cfg.train.output_dir else default_output_dir(cfg)
     cfg.train.output_dir = str(out)
+    # every rank decides (before any rank writes), so none is left waiting for one that quit
+    if out.exists() and any(out.iterdir()) and not cfg.train.overwrite_output_dir:
+        print(f"error: {out} already holds a run; pass --overwrite_output_dir true or another "
+              "--output_dir", file=sys.stderr)
+        return 2
     # Accelerate treats torchrun's processes as MULTI_CPU (gloo) only when told it is on the CPU
     has_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
     accelerator = Accelerator(cpu=cfg.train.use_cpu or not has_accelerator,
@@ -196,13 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                               log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
                               project_dir=str(out))
     if accelerator.is_main_process:
-        if out.exists() and any(out.iterdir()):
-            if not cfg.train.overwrite_output_dir:
-                print(f"error: {out} already holds a run; pass --overwrite_output_dir true or another "
-                      "--output_dir", file=sys.stderr)
-                return 2
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out, ignore_errors=True)  # empty, or a run we were told to overwrite
+        out.mkdir(parents=True)
+    accelerator.wait_for_everyone()
     try:
         with accelerator.main_process_first():
             prepared = prepare(cfg.data.data_dir, cfg.data.curriculum, word_budget=cfg.data.word_budget,
