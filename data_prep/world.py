@@ -21,7 +21,7 @@ import json
 import math
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,13 +53,15 @@ HELDOUT_COUNT = 8
 EVAL_SIZES = {"blimp": 200, "winoground": 200, "vqa": 300, "captions": 500}
 
 
-def a(phrase: str) -> str:
-    """The indefinite article for a phrase: "an orange star", "a red star"."""
+def with_article(phrase: str) -> str:
+    """The phrase with its indefinite article: "an orange star", "a red star"."""
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
 @dataclass(frozen=True)
 class Obj:
+    """One object of a scene; its grid cell fixes every position word and relation."""
+
     shape: str
     color: str
     size: str
@@ -71,10 +73,14 @@ class Obj:
         return f"{self.color} {self.shape}"
 
 
+Made = tuple[list[Obj], str]  # a scene and a caption true of it
+
+
 # ---------------------------------------------------------------------------- drawing
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """Vertices of a filled shape of radius `r` centred on (cx, cy)."""
     def ring(n: int, radii: list[float], phase: float) -> list[tuple[float, float]]:
         return [(cx + radii[i % len(radii)] * math.cos(phase + 2 * math.pi * i / n),
                  cy + radii[i % len(radii)] * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
@@ -86,10 +92,10 @@ def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, flo
     if kind == "diamond":
         return [(cx, cy - r), (cx + 0.7 * r, cy), (cx, cy + r), (cx - 0.7 * r, cy)]
     if kind == "cross":
-        a = r * 0.35
-        return [(cx - a, cy - r), (cx + a, cy - r), (cx + a, cy - a), (cx + r, cy - a), (cx + r, cy + a),
-                (cx + a, cy + a), (cx + a, cy + r), (cx - a, cy + r), (cx - a, cy + a), (cx - r, cy + a),
-                (cx - r, cy - a), (cx - a, cy - a)]
+        t = r * 0.35  # half the arm's thickness
+        return [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t),
+                (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t),
+                (cx - r, cy - t), (cx - t, cy - t)]
     if kind == "heart":
         pts = []
         for i in range(24):
@@ -140,13 +146,16 @@ class World:
         return (o.color, o.shape) in self.heldout
 
     def obj(self, rng: random.Random, cell: tuple[int, int], heldout: bool = False,
-            avoid: set[tuple[str, str]] = frozenset()) -> Obj:
+            avoid: Collection[tuple[str, str]] = ()) -> Obj:
+        """An object in `cell`: a held-out composition if asked, else an allowed one not in `avoid`."""
         pool = sorted(self.heldout) if heldout else self.allowed
         pool = [p for p in pool if p not in avoid] or pool
         color, shape = rng.choice(pool)
         return Obj(shape, color, rng.choice(SIZES), *cell)
 
     def scene(self, rng: random.Random, n: int, heldout: bool = False, distinct: bool = True) -> list[Obj]:
+        """`n` objects in distinct cells; with `heldout` the first is a held-out composition, and
+        with `distinct` no two share colour and shape, so "the red circle" names one object."""
         cells = rng.sample([(c, r) for c in (0, 1) for r in (0, 1)], n)
         objs: list[Obj] = []
         for i, cell in enumerate(cells):
@@ -155,7 +164,8 @@ class World:
         return objs
 
     # -- captions, by level ------------------------------------------------------------
-    def caption(self, rng: random.Random, level: int, heldout: bool = False) -> tuple[list[Obj], str]:
+    def caption(self, rng: random.Random, level: int, heldout: bool = False) -> Made:
+        """A scene and one caption of difficulty `level` (1-8) that is true of it."""
         for _ in range(100):
             made = CAPTIONERS[level](self, rng, heldout)
             if made is not None:
@@ -163,17 +173,20 @@ class World:
         raise RuntimeError(f"could not make a level-{level} caption")
 
 
-def _one_attr(w: World, rng: random.Random, h: bool):
+def _one_attr(w: World, rng: random.Random, h: bool) -> Made:
+    """Level 1, one object: "a red circle"."""
     objs = w.scene(rng, 1, h)
-    return objs, a(objs[0].name)
+    return objs, with_article(objs[0].name)
 
 
-def _size_attr(w: World, rng: random.Random, h: bool):
+def _size_attr(w: World, rng: random.Random, h: bool) -> Made:
+    """Level 2, size and colour: "a big red circle"."""
     objs = w.scene(rng, 1, h)
-    return objs, a(f"{objs[0].size} {objs[0].name}")
+    return objs, with_article(f"{objs[0].size} {objs[0].name}")
 
 
-def _position(w: World, rng: random.Random, h: bool):
+def _position(w: World, rng: random.Random, h: bool) -> Made:
+    """Level 3: "a big red circle on the left", on an axis where no other object shares its half."""
     objs = w.scene(rng, rng.choice([1, 2]), h)
     o = objs[0]
     if len(objs) == 2 and objs[1].col != o.col:
@@ -182,22 +195,24 @@ def _position(w: World, rng: random.Random, h: bool):
         where = "at the top" if o.row == 0 else "at the bottom"
     else:
         where = rng.choice([["on the left", "on the right"][o.col], ["at the top", "at the bottom"][o.row]])
-    return objs, f"{a(o.size)} {o.name} {where}"
+    return objs, f"{with_article(o.size)} {o.name} {where}"
 
 
-def _two(w: World, rng: random.Random, h: bool):
+def _two(w: World, rng: random.Random, h: bool) -> Made:
+    """Level 4, two objects: "a red circle and a blue square"."""
     p, q = w.scene(rng, 2, h)
-    return [p, q], f"{a(p.name)} and {a(q.name)}"
+    return [p, q], f"{with_article(p.name)} and {with_article(q.name)}"
 
 
-def _relation(w: World, rng: random.Random, h: bool):
+def _relation(w: World, rng: random.Random, h: bool) -> Made | None:
+    """Level 5: "a (small) red circle is above a (big) blue square"; None for diagonal pairs."""
     p, q = w.scene(rng, 2, h)
     rel = relation(p, q)
     if rel is None:
         return None
     if rng.random() < 0.5:
-        return [p, q], f"{a(p.name)} is {rel} {a(q.name)}"
-    return [p, q], f"{a(p.size)} {p.name} is {rel} {a(q.size)} {q.name}"
+        return [p, q], f"{with_article(p.name)} is {rel} {with_article(q.name)}"
+    return [p, q], f"{with_article(p.size)} {p.name} is {rel} {with_article(q.size)} {q.name}"
 
 
 def relation(a: Obj, b: Obj) -> str | None:
@@ -209,7 +224,8 @@ def relation(a: Obj, b: Obj) -> str | None:
     return None
 
 
-def _count(w: World, rng: random.Random, h: bool):
+def _count(w: World, rng: random.Random, h: bool) -> Made | None:
+    """Level 6: "there are three green triangles", exactly that many of that colour and shape."""
     k = rng.randint(1, 4)
     color, shape = rng.choice(sorted(w.heldout) if h else w.allowed)
     cells = rng.sample([(c, r) for c in (0, 1) for r in (0, 1)], 4)
@@ -223,19 +239,21 @@ def _count(w: World, rng: random.Random, h: bool):
     return objs, f"there are {NUMBERS[k - 1]} {color} {PLURAL[shape]}"
 
 
-def _negation(w: World, rng: random.Random, h: bool):
+def _negation(w: World, rng: random.Random, h: bool) -> Made | None:
+    """Level 7: "there is a red circle and no blue square" or "the circle is not blue"."""
     objs = w.scene(rng, rng.choice([1, 2]), h)
     o = objs[0]
     if rng.random() < 0.5:
         absent = rng.choice([p for p in w.allowed if all((x.color, x.shape) != p for x in objs)])
-        return objs, f"there is {a(o.name)} and no {absent[0]} {absent[1]}"
+        return objs, f"there is {with_article(o.name)} and no {absent[0]} {absent[1]}"
     if sum(x.shape == o.shape for x in objs) != 1:
         return None
     other = rng.choice([c for c in COLORS if c != o.color and (c, o.shape) not in w.heldout])
     return objs, f"the {o.shape} is not {other}"
 
 
-def _qa(w: World, rng: random.Random, h: bool):
+def _qa(w: World, rng: random.Random, h: bool) -> Made | None:
+    """Level 8, child-directed QA in the zero-shot VQA prompt's format."""
     objs = w.scene(rng, rng.choice([1, 2, 3]), h)
     made = question(objs, rng)
     if made is None:
@@ -262,7 +280,7 @@ def question(objs: list[Obj], rng: random.Random) -> tuple[str, str, str] | None
     return None
 
 
-CAPTIONERS: dict[int, Callable] = {1: _one_attr, 2: _size_attr, 3: _position, 4: _two, 5: _relation,
+CAPTIONERS: dict[int, Callable[[World, random.Random, bool], Made | None]] = {1: _one_attr, 2: _size_attr, 3: _position, 4: _two, 5: _relation,
                                    6: _count, 7: _negation, 8: _qa}
 LEVEL_WEIGHTS = [1.0, 1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 0.9]
 
@@ -271,6 +289,7 @@ LEVEL_WEIGHTS = [1.0, 1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 0.9]
 
 
 def _np(rng: random.Random, plural: bool, det: str | None = None, adjs: int | None = None) -> str:
+    """A noun phrase of the everyday lexicon, adjectives always in size-colour order."""
     noun = rng.choice(THINGS)
     n_adj = rng.choice([0, 1, 1, 2]) if adjs is None else adjs
     words = []
@@ -280,7 +299,7 @@ def _np(rng: random.Random, plural: bool, det: str | None = None, adjs: int | No
         words = [rng.choice(SIZES + list(COLORS))]
     phrase = " ".join([*words, THING_PLURAL[noun] if plural else noun])
     det = det or ("the" if plural else rng.choice(["the", "a", "the"]))
-    return a(phrase) if det == "a" else f"{det} {phrase}"
+    return with_article(phrase) if det == "a" else f"{det} {phrase}"
 
 
 def _cop(plural: bool) -> str:
@@ -288,18 +307,21 @@ def _cop(plural: bool) -> str:
 
 
 def child_directed(rng: random.Random) -> str:
+    """A child-directed utterance: "look, a big red ball!", "these are yellow cups."."""
     t, c, s = rng.choice(THINGS), rng.choice(list(COLORS)), rng.choice(SIZES)
     return rng.choice([
-        f"look, {a(s)} {c} {t}!", f"where is the {c} {t}?", f"do you want the {c} {t}?",
+        f"look, {with_article(s)} {c} {t}!", f"where is the {c} {t}?", f"do you want the {c} {t}?",
         f"can you find the {s} {t}?", f"here is the {t}.", f"the {t} is {rng.choice(TRAITS)}.",
-        f"these are {c} {THING_PLURAL[t]}.", f"this is {a(c)} {t}.", f"that one is not {c}.",
+        f"these are {c} {THING_PLURAL[t]}.", f"this is {with_article(c)} {t}.", f"that one is not {c}.",
         "good job!", f"is the {t} {c}?", f"those {THING_PLURAL[t]} are {s}.",
-        f"that {t} is {c}.", f"what {a(s)} {t}!", f"the {THING_PLURAL[t]} are {rng.choice(TRAITS)}.",
+        f"that {t} is {c}.", f"what {with_article(s)} {t}!", f"the {THING_PLURAL[t]} are {rng.choice(TRAITS)}.",
         f"show me the {c} {t}.", f"put the {t} in the box.", f"we do not throw the {t}.",
     ])
 
 
 def narration(rng: random.Random) -> str:
+    """A sentence exercising what the BLiMP-format sets test: agreement (across adjectives and
+    prepositional phrases), determiner-noun agreement, adjective order, negation with do."""
     plural = rng.random() < 0.5
     kind = rng.randrange(6)
     if kind == 0:  # agreement with adjectives
@@ -320,18 +342,22 @@ def narration(rng: random.Random) -> str:
 
 
 def dialogue(rng: random.Random) -> str:
+    """A question-answer exchange in the level-8 caption format, about no image: it teaches the
+    format and which words answer which question, not facts about any scene."""
     t = rng.choice(THINGS)
     k = rng.randint(1, 4)
     c = rng.choice(list(COLORS))
+    animal, sound = rng.choice(list(SOUNDS.items()))
+    where = rng.choice(["left", "right", "top", "bottom"])
+    shape = rng.choice(SHAPES)
     return rng.choice([
-        f"question: what does the {a} say? answer: {b}." for a, b in [rng.choice(list(SOUNDS.items()))]
-    ] + [
+        f"question: what does the {animal} say? answer: {sound}.",
         f"question: how many {THING_PLURAL[t]} are there? answer: {NUMBERS[k - 1]}.",
         f"question: what color is the {t}? answer: {c}.",
-        f"question: where is the {t}? answer: {rng.choice(['left', 'right', 'top', 'bottom'])}.",
+        f"question: where is the {t}? answer: {where}.",
         f"question: is the {t} {c}? answer: yes.",
-        f"question: what shape is the {t}? answer: {rng.choice(SHAPES)}.",
-        f"question: what is this? answer: {a(t)}.",
+        f"question: what shape is the {t}? answer: {shape}.",
+        f"question: what is this? answer: {with_article(t)}.",
     ])
 
 
@@ -343,6 +369,7 @@ TEXT_SOURCES: dict[str, Callable[[random.Random], str]] = {
 
 
 def blimp_pairs(rng: random.Random, subtask: str) -> tuple[str, str]:
+    """A (good, bad) minimal pair of a BLiMP-format subtask, differing in one thing."""
     plural = rng.random() < 0.5
     trait = rng.choice(TRAITS + list(COLORS))
     if subtask == "subject_verb_agreement":
@@ -409,11 +436,15 @@ def distractors(answer: str, kind: str, rng: random.Random) -> list[str]:
 
 
 def _in_text_ok(sentence: str, heldout: set[tuple[str, str]]) -> bool:
+    """False if the sentence names a held-out colour anywhere with its shape (conservatively:
+    anywhere in the sentence, so no training line can pair them)."""
     words = set(sentence.replace("?", " ").replace(".", " ").replace("!", " ").replace(",", " ").split())
     return not any(c in words and (s in words or PLURAL[s] in words) for c, s in heldout)
 
 
 def choose_heldout(seed: int) -> set[tuple[str, str]]:
+    """The held-out (colour, shape) compositions, at most one per colour and per shape, so
+    every colour and every shape is still seen in training."""
     rng = random.Random(f"heldout-{seed}")
     pairs = [(c, s) for c in COLORS for s in SHAPES]
     chosen: list[tuple[str, str]] = []
@@ -425,8 +456,24 @@ def choose_heldout(seed: int) -> set[tuple[str, str]]:
     return set(chosen)
 
 
+def check_params(word_budget: int, image_size: int, caption_fraction: float) -> None:
+    """Refuse parameters that cannot make a usable world, before any work."""
+    if word_budget < 1:
+        raise ValueError(f"word_budget must be positive, got {word_budget}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be at least 16 pixels (shapes need room), got {image_size}")
+    if not 0 < caption_fraction < 1:
+        raise ValueError(f"caption_fraction must be in (0, 1), got {caption_fraction}")
+
+
 def generate_world(out_dir: str | Path, word_budget: int = 500_000, seed: int = 0, image_size: int = 32,
-                   caption_fraction: float = 0.4, overwrite: bool = False) -> dict:
+                   caption_fraction: float = 0.4, *, overwrite: bool = False) -> dict:
+    """Write the world into `out_dir` and return its manifest (also `out_dir/world.json`).
+
+    A no-op when `world.json` there records the same parameters (unless `overwrite`). The
+    directory is built aside and swapped in whole, so a failed run leaves nothing half-written.
+    """
+    check_params(word_budget, image_size, caption_fraction)
     out_dir = Path(out_dir)
     params = {"word_budget": word_budget, "seed": seed, "image_size": image_size,
               "caption_fraction": caption_fraction, "version": VERSION}
@@ -434,15 +481,21 @@ def generate_world(out_dir: str | Path, word_budget: int = 500_000, seed: int = 
     if not overwrite and manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old.get("params") == params:
-            log("world", f"{out_dir} is up to date")
+            log("world", f"{out_dir} is up to date ({word_budget:,} words, seed {seed})")
             return old
-    if not 0 < caption_fraction < 1:
-        raise ValueError(f"caption_fraction must be in (0, 1), got {caption_fraction}")
     heldout = choose_heldout(seed)
     w = World(heldout)
+    log("world", f"generating {out_dir}: {word_budget:,} words, seed {seed}, {image_size}px images; "
+                 f"held out: {', '.join(f'{c} {s}' for c, s in sorted(heldout))}")
     with atomic_dir(out_dir) as tmp:
-        counts = _write_eval(w, tmp, seed, image_size)
-        text_words = _write_text(w, tmp, seed, int(word_budget * (1 - caption_fraction)), counts["eval_sentences"])
+        blimp, eval_sentences = _write_blimp(tmp, seed)
+        wino_held = _write_winoground(w, tmp, seed, image_size)
+        vqa_held = _write_vqa(w, tmp, seed, image_size)
+        captions_held = _write_heldout_captions(w, tmp, seed, image_size)
+        log("world", f"eval sets: BLiMP {sum(blimp.values())} pairs, Winoground {EVAL_SIZES['winoground']}, "
+                     f"VQA {EVAL_SIZES['vqa']}, held-out captions {EVAL_SIZES['captions']}")
+        text_words = _write_text(w, tmp, seed, int(word_budget * (1 - caption_fraction)), eval_sentences)
+        log("world", f"text: {sum(text_words.values()):,} words in {len(text_words)} files")
         caption_words, n_images, levels = _write_captions(w, tmp, seed, image_size,
                                                           int(word_budget * caption_fraction))
         digest = hashlib.sha256()
@@ -453,7 +506,10 @@ def generate_world(out_dir: str | Path, word_budget: int = 500_000, seed: int = 
             "params": params, "heldout_compositions": sorted(f"{c} {s}" for c, s in heldout),
             "text_words": text_words, "caption_words": caption_words,
             "total_words": sum(text_words.values()) + caption_words, "train_images": n_images,
-            "caption_levels": levels, "eval": {k: v for k, v in counts.items() if k != "eval_sentences"},
+            "caption_levels": levels,
+            "eval": {"blimp": blimp, "winoground": EVAL_SIZES["winoground"], "vqa": EVAL_SIZES["vqa"],
+                     "captions": EVAL_SIZES["captions"]},
+            "eval_heldout_composition": {"winoground": wino_held, "vqa": vqa_held, "captions": captions_held},
             "sha256": digest.hexdigest(),
         }
         write_json_atomic(tmp / "world.json", manifest)
@@ -466,41 +522,51 @@ def _save_png(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _write_eval(w: World, root: Path, seed: int, size: int) -> dict:
-    counts: dict = {"eval_sentences": set()}
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _write_blimp(root: Path, seed: int) -> tuple[dict[str, int], set[str]]:
+    """BLiMP-format pairs per subtask; returns the counts and every sentence, which the text
+    corpus then leaves out so the pairs are new sentences."""
     rng = random.Random(f"blimp-{seed}")
-    (root / "eval" / "blimp").mkdir(parents=True)
+    sentences: set[str] = set()
     for subtask, (field, term) in BLIMP.items():
         seen: set[tuple[str, str]] = set()
-        rows = []
+        rows: list[dict] = []
         while len(rows) < EVAL_SIZES["blimp"]:
             good, bad = blimp_pairs(rng, subtask)
             if (good, bad) in seen or good == bad:
                 continue
             seen.add((good, bad))
-            counts["eval_sentences"].update([good, bad])
+            sentences.update([good, bad])
             rows.append({"sentence_good": good, "sentence_bad": bad, "field": field, "UID": subtask,
                          "linguistics_term": term, "pair_id": len(rows)})
         _write_jsonl(root / "eval" / "blimp" / f"{subtask}.jsonl", rows)
-    counts["blimp"] = {k: EVAL_SIZES["blimp"] for k in BLIMP}
+    return {k: EVAL_SIZES["blimp"] for k in BLIMP}, sentences
 
+
+def _write_winoground(w: World, root: Path, seed: int, size: int) -> int:
+    """Winoground-format items (a quarter with a held-out composition); returns how many are."""
     rng = random.Random(f"winoground-{seed}")
     rows = []
     for i in range(EVAL_SIZES["winoground"]):
-        held = i % 4 == 0
-        objs, c0, c1 = winoground_item(w, rng, held)
+        objs, c0, c1 = winoground_item(w, rng, heldout=i % 4 == 0)
         key = f"wino_{i:05d}"
         _save_png(root / "eval" / "winoground" / "images" / f"{key}.png", render(objs, size, rng))
         rows.append({"image_idx": i, "image_key": key, "caption_0": c0, "caption_1": c1,
                      "heldout_composition": any(w.is_heldout(o) for o in objs)})
     _write_jsonl(root / "eval" / "winoground" / "winoground.jsonl", rows)
-    counts["winoground"] = len(rows)
+    return sum(r["heldout_composition"] for r in rows)
 
+
+def _write_vqa(w: World, root: Path, seed: int, size: int) -> int:
+    """VQA-format items (a quarter of the images with a held-out composition); returns how many."""
     rng = random.Random(f"vqa-{seed}")
-    items = []
+    items: list[dict] = []
     while len(items) < EVAL_SIZES["vqa"]:
-        held = len(items) % 4 == 0
-        objs = w.scene(rng, rng.choice([1, 2, 3]), held)
+        objs = w.scene(rng, rng.choice([1, 2, 3]), heldout=len(items) % 4 == 0)
         made = question(objs, rng)
         if made is None:
             continue
@@ -512,8 +578,12 @@ def _write_eval(w: World, root: Path, seed: int, size: int) -> dict:
                       "question_id": len(items), "question_type": kind,
                       "heldout_composition": any(w.is_heldout(o) for o in objs)})
     (root / "eval" / "vqa" / "vqa.json").write_text(json.dumps(items, indent=1) + "\n")
-    counts["vqa"] = len(items)
+    return sum(it["heldout_composition"] for it in items)
 
+
+def _write_heldout_captions(w: World, root: Path, seed: int, size: int) -> int:
+    """New image-caption pairs (levels 1-7; a fifth with a held-out composition) for retrieval
+    and the gap metrics; returns how many use a held-out composition."""
     rng = random.Random(f"captions-{seed}")
     rows = []
     for i in range(EVAL_SIZES["captions"]):
@@ -524,11 +594,12 @@ def _write_eval(w: World, root: Path, seed: int, size: int) -> dict:
         rows.append({"image": rel, "caption": caption, "level": level,
                      "heldout_composition": any(w.is_heldout(o) for o in objs)})
     _write_jsonl(root / "eval" / "captions" / "heldout.jsonl", rows)
-    counts["captions"] = len(rows)
-    return counts
+    return sum(r["heldout_composition"] for r in rows)
 
 
 def _write_text(w: World, root: Path, seed: int, budget: int, exclude: set[str]) -> dict[str, int]:
+    """The text-only files, an equal share of `budget` words each; never an eval sentence or a
+    held-out composition. Returns the words written per file."""
     rng = random.Random(f"text-{seed}")
     per_source = budget // len(TEXT_SOURCES)
     words: dict[str, int] = {}
@@ -550,10 +621,12 @@ def _write_text(w: World, root: Path, seed: int, budget: int, exclude: set[str])
 
 
 def _write_captions(w: World, root: Path, seed: int, size: int, budget: int) -> tuple[int, int, dict]:
+    """Training images with one caption each until the next would pass `budget` words.
+    Returns (words, images, images per level)."""
     rng = random.Random(f"train-{seed}")
     rows, n = [], 0
     levels: dict[int, int] = {}
-    bar = tqdm(total=budget, desc="world captions", unit="word", leave=False)
+    bar = tqdm(total=budget, desc="[world] train images", unit="word", leave=False)
     while True:
         level = rng.choices(range(1, 9), weights=LEVEL_WEIGHTS)[0]
         objs, caption = w.caption(rng, level)
@@ -571,21 +644,21 @@ def _write_captions(w: World, root: Path, seed: int, size: int, budget: int) -> 
     return n, len(rows), dict(sorted(levels.items()))
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("data/world"))
-    p.add_argument("--word_budget", type=int, default=500_000)
+    p.add_argument("--out", type=Path, default=Path("data/world"), help="directory to write the world to")
+    p.add_argument("--word_budget", type=int, default=500_000, help="training words: text + captions")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image_size", type=int, default=32)
-    p.add_argument("--caption_fraction", type=float, default=0.4)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--image_size", type=int, default=32, help="image side in pixels")
+    p.add_argument("--caption_fraction", type=float, default=0.4, help="share of the budget for captions")
+    p.add_argument("--overwrite", action="store_true", help="regenerate even if up to date")
     args = p.parse_args(argv)
-    generate_world(args.out, args.word_budget, args.seed, args.image_size, args.caption_fraction, args.overwrite)
+    try:
+        check_params(args.word_budget, args.image_size, args.caption_fraction)
+    except ValueError as e:
+        p.error(str(e))
+    generate_world(args.out, args.word_budget, args.seed, args.image_size, args.caption_fraction,
+                   overwrite=args.overwrite)
     return 0
 
 
