@@ -75,6 +75,11 @@ class TrainArguments:
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16 (Accelerate autocast)."})
     logging_steps: int = 50
+    eval_steps: int = field(default=100, metadata={
+        "help": "Every N multimodal steps (and at its first and last), log eval/gap/* on a fixed sample "
+                "of held-out pairs (eval/captions/heldout.jsonl); 0 switches it off."})
+    eval_gap_pairs: int = field(default=500, metadata={
+        "help": "Held-out pairs in that sample: the first N of the file."})
     run_eval: bool = field(default=True, metadata={"help": "Score the saved model when training ends."})
     eval_batch_size: int = 64
     report_to: str = field(default="none", metadata={"help": "Accelerate tracker (tensorboard, wandb, ...)."})

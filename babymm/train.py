@@ -44,6 +44,8 @@ from babymm.vision import VisionConfig
 from data_prep.pipeline import Prepared, prepare
 from data_prep.stage import DataError, write_json_atomic
 from data_prep.train_tokenizer import load_tokenizer
+from eval.multimodal import TaskSkipped
+from eval.probe import GapProbe
 
 Batch = dict[str, torch.Tensor]
 StepFn = Callable[[torch.nn.Module, Batch], dict[str, torch.Tensor]]
@@ -80,9 +82,17 @@ def loader(dataset: torch.utils.data.Dataset, order: np.ndarray, pacing: Callabl
 
 def run_stage(stage: str, accelerator: Accelerator, module: torch.nn.Module, num_steps: int,
               batches: Iterable[Batch], step_fn: StepFn, cfg: RunConfig, log: MetricsLog,
-              step_offset: int, after_step: Callable[[], None] | None = None) -> int:
-    """One training stage with a fresh optimizer; returns the global step reached."""
+              step_offset: int, after_step: Callable[[], None] | None = None,
+              probe: Callable[[torch.nn.Module], dict[str, float]] | None = None) -> int:
+    """One training stage with a fresh optimizer; returns the global step reached. `probe`
+    (main process, no gradient) is logged before the first step, every `eval_steps` and
+    after the last."""
     t = cfg.train
+
+    def measure(done: int) -> None:
+        if probe is not None and accelerator.is_main_process:
+            log(probe(module), step_offset + done)
+
     optimizer = build_optimizer(module, t.learning_rate, t.weight_decay)
     warmup = min(t.warmup_steps, num_steps // 10 + 1)  # a short stage still spends most steps at full lr
     scheduler = build_scheduler(optimizer, warmup, num_steps, t.lr_schedule)
@@ -91,6 +101,7 @@ def run_stage(stage: str, accelerator: Accelerator, module: torch.nn.Module, num
     seen = {"caption_words": 0.0, "text_tokens": 0.0}
     started, count = time.perf_counter(), 0
     bar = tqdm(total=num_steps, desc=stage, disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    measure(0)
     for step, batch in enumerate(batches):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         losses = step_fn(wrapped, batch)
@@ -127,6 +138,8 @@ def run_stage(stage: str, accelerator: Accelerator, module: torch.nn.Module, num
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
             sums.clear()
             started, count = time.perf_counter(), 0
+        if t.eval_steps and ((step + 1) % t.eval_steps == 0 or step + 1 == num_steps):
+            measure(step + 1)
     bar.close()
     return step_offset + num_steps
 
@@ -180,6 +193,16 @@ def build(cfg: RunConfig, prepared: Prepared, tokenizer, captions: CaptionData) 
     return build_model(config)
 
 
+def gap_probe(cfg: RunConfig, data_dir: Path, model: MultimodalModel, tokenizer) -> GapProbe | None:
+    """The held-out sample for `eval/gap/*` during training, or None with `--eval_steps 0`."""
+    if cfg.train.eval_steps <= 0:
+        return None
+    pairs = data_dir / "eval" / "captions" / "heldout.jsonl"
+    if not pairs.exists():
+        raise FileNotFoundError(f"the gap metrics during training need held-out pairs in {pairs}")
+    return GapProbe(model, tokenizer, pairs, cfg.train.eval_gap_pairs, cfg.train.eval_batch_size)
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     try:
@@ -217,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     text = TextBlocks(prepared.tokens / "text.npy", cfg.data.block_size)
     set_seed(cfg.train.seed)
     model = build(cfg, prepared, tokenizer, captions)
+    try:
+        probe = gap_probe(cfg, prepared.data_dir, model, tokenizer)
+    except (TaskSkipped, FileNotFoundError, ValueError) as e:
+        print(f"error: --eval_steps {cfg.train.eval_steps}: {e}; provide them or pass --eval_steps 0",
+              file=sys.stderr)
+        return 2
     if accelerator.is_main_process:
         write_json_atomic(out / "run_config.json", cfg.to_dict())
         for name, src in (("curriculum_manifest.json", prepared.curriculum),
@@ -255,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     step = run_stage("multimodal", accelerator, model, t.multimodal_steps,
                      zip_batches(cap_batches, text_batches), multimodal_step(cfg, contrastive),
-                     cfg, log, step, after_step=clamp_logit_scale)
+                     cfg, log, step, after_step=clamp_logit_scale, probe=probe)
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -39,9 +39,16 @@ def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: in
     data_dir = Path(data_dir)
     if build_world is None:
         build_world = data_dir.resolve() == WORLD_DEFAULT_DIR.resolve()
-    if build_world and not (data_dir / "world.json").exists():
+    manifest = data_dir / "world.json"
+    if build_world and not manifest.exists():
         log("pipeline", f"{data_dir} has no data: generating the built-in world ({word_budget:,} words)")
         world.generate_world(data_dir, word_budget=word_budget, seed=seed, image_size=image_size)
+    elif build_world and (old := json.loads(manifest.read_text())["params"]).get("version") != world.VERSION:
+        # another version's eval sets would be scored as if they were this version's
+        log("pipeline", f"{data_dir} holds {old.get('version', 'an older world')}: regenerating it as "
+                        f"{world.VERSION} with its own parameters")
+        world.generate_world(data_dir, word_budget=old["word_budget"], seed=old["seed"],
+                             image_size=old["image_size"], caption_fraction=old["caption_fraction"])
     ing = ingest.ingest(data_dir, image_size=image_size)
     # the built-in world is checked against the budget it was generated for; real data
     # against BabyLM's 100M-word cap

@@ -1,10 +1,12 @@
-"""Compare runs: one row per run with the settings that differ and the summary scores.
+"""Compare runs: a row per run, and a row per condition with mean and spread over seeds.
 
-    python -m eval.compare runs/* [--out comparison.md] [--plot comparison.png]
+    python -m eval.compare runs/* [--out table.md] [--csv table.csv] [--plot table.png]
 
 Reads each run's `results.json` and `run_config.json`. The columns that describe a run
 (model type, curriculum, text pretraining, loss weights, word budget, seed) are the ones the
-paper's questions vary; only those that differ between the runs are shown.
+study's questions vary; only those that differ between the runs are shown. Runs that differ
+only in seed are one condition: its scores are reported as mean ± standard deviation (ddof 1)
+over its seeds, with the number of seeds.
 """
 
 from __future__ import annotations
@@ -16,75 +18,113 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval.run import CHANCE
+from eval.run import SUMMARY, chance_of
 
 SETTINGS = {
     "model": ("model", "model_type"),
     "curriculum": ("data", "curriculum"),
     "text_pretrain_steps": ("train", "text_pretrain_steps"),
+    "multimodal_steps": ("train", "multimodal_steps"),
     "uniform_w": ("loss", "uniform_weight"),
     "align_w": ("loss", "align_weight"),
     "xuniform_w": ("loss", "xuniform_weight"),
+    "temperature": ("loss", "temperature"),
+    "learn_temperature": ("loss", "learn_temperature"),
     "word_budget": ("data", "word_budget"),
     "seed": ("train", "seed"),
 }
 
 
-def load_runs(run_dirs: list[Path]) -> pd.DataFrame:
-    rows = []
+def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """A row per run (the settings that vary, then the summary scores), and chance per score."""
+    rows, chance = [], {}
     for d in run_dirs:
         res, cfg = d / "results.json", d / "run_config.json"
         if not res.exists() or not cfg.exists():
             print(f"warning: {d}: no results.json or run_config.json, left out", file=sys.stderr)
             continue
-        config = json.loads(cfg.read_text())
+        config, results = json.loads(cfg.read_text()), json.loads(res.read_text())
         row = {"run": d.name}
         row.update({k: config[s][f] for k, (s, f) in SETTINGS.items()})
-        row.update(json.loads(res.read_text())["summary"])
+        row.update(results.get("summary", {}))
         rows.append(row)
+        chance.update({c: v for c in SUMMARY if (v := chance_of(results, c)) is not None})
     if not rows:
         raise ValueError("no run had results.json and run_config.json")
     df = pd.DataFrame(rows).set_index("run")
     varying = [c for c in SETTINGS if c in df and df[c].nunique() > 1]
-    return df[varying + [c for c in df.columns if c not in SETTINGS]]
+    return df[varying + [c for c in df.columns if c not in SETTINGS]], chance
 
 
-def plot(df: pd.DataFrame, path: Path) -> None:
+def by_condition(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and seed count of every score per condition (runs equal but for the seed)."""
+    conds = [c for c in df.columns if c in SETTINGS and c != "seed"]
+    scores = [c for c in df.columns if c not in SETTINGS]
+    keys = df[conds].astype(str).agg(", ".join, axis=1) if conds else pd.Series("all runs", index=df.index)
+    grouped = df[scores].groupby(keys.rename("condition"), sort=False)
+    out = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1)}, axis=1)
+    out[("n", "seeds")] = grouped.size()
+    return out
+
+
+def condition_table(agg: pd.DataFrame, chance: dict[str, float]) -> str:
+    """Markdown: `mean ± std` per score and condition, then chance."""
+    scores = list(agg["mean"].columns)
+    cells = pd.DataFrame(index=agg.index)
+    cells["seeds"] = agg[("n", "seeds")]
+    for c in scores:
+        m, s = agg[("mean", c)], agg[("std", c)]
+        cells[c] = [f"{a:.3f} ± {b:.3f}" if pd.notna(b) else f"{a:.3f}" for a, b in zip(m, s, strict=True)]
+    chance_row = {"seeds": ""} | {c: f"{chance[c]:.3f}" if c in chance else "" for c in scores}
+    cells.loc["chance"] = chance_row
+    return cells.to_markdown()
+
+
+def plot(agg: pd.DataFrame, chance: dict[str, float], path: Path) -> None:
+    """Bar chart of the accuracies per condition, with ± one standard deviation over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in CHANCE if m in df.columns]
-    ax = df[metrics].plot.bar(figsize=(max(6, 1.5 * len(df)), 4), rot=0)
+    metrics = [m for m in agg["mean"].columns if m in chance]
+    means, stds = agg["mean"][metrics].T, agg["std"][metrics].T.fillna(0)
+    ax = means.plot.bar(yerr=stds, capsize=2, figsize=(max(7, 1.2 * len(metrics)), 4.5), rot=30)
     for i, m in enumerate(metrics):
-        ax.axhline(CHANCE[m], ls="--", lw=0.8, color=f"C{i}")
-    ax.set_ylabel("accuracy (dashed: chance)")
+        ax.hlines(chance[m], i - 0.4, i + 0.4, colors="k", linestyles="--", lw=0.8)
+    ax.set_ylabel("score (dashed: chance; bars: ± 1 s.d. over seeds)")
     ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
     plt.tight_layout()
-    plt.savefig(path, dpi=120)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    plt.savefig(tmp, dpi=120)
+    plt.close()
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dirs", type=Path, nargs="+")
-    p.add_argument("--out", type=Path, help="write the table as Markdown here")
-    p.add_argument("--csv", type=Path, help="write the table as CSV here")
-    p.add_argument("--plot", type=Path, help="bar chart of the accuracies (PNG)")
+    p.add_argument("--out", type=Path, help="write both tables as Markdown here")
+    p.add_argument("--csv", type=Path, help="write the per-run table as CSV here (and *_conditions.csv)")
+    p.add_argument("--plot", type=Path, help="bar chart of the scores per condition (PNG)")
     args = p.parse_args(argv)
     try:
-        df = load_runs(args.run_dirs)
+        df, chance = load_runs(args.run_dirs)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = df.to_markdown(floatfmt=".3f")
-    print(table)
+    agg = by_condition(df)
+    text = (f"Per condition, mean ± s.d. over seeds:\n\n{condition_table(agg, chance)}\n\n"
+            f"Per run:\n\n{df.to_markdown(floatfmt='.3f')}\n")
+    print(text)
     if args.out:
-        args.out.write_text(table + "\n")
+        args.out.write_text(text)
     if args.csv:
         df.to_csv(args.csv)
+        agg.to_csv(args.csv.with_name(args.csv.stem + "_conditions.csv"))
     if args.plot:
-        plot(df, args.plot)
+        plot(agg, chance, args.plot)
     return 0
 
 

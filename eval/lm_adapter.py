@@ -47,7 +47,11 @@ class BabymmLM(TemplateLM):
         return self.tokenizer.bos_token_id  # an empty context is "start of text"
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
-        return self.tokenizer(string, add_special_tokens=bool(add_special_tokens))["input_ids"]
+        """BOS first unless told otherwise, as lm-eval's `hf` model with `add_bos_token=True`:
+        a non-empty context (EWoK's) is then conditioned on BOS too, as the official BabyLM
+        pipeline does; lm-eval asks for no BOS where it adds `prefix_token_id` itself."""
+        add = True if add_special_tokens is None else add_special_tokens
+        return self.tokenizer(string, add_special_tokens=add)["input_ids"]
 
     def _logits(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask).logits
@@ -65,7 +69,7 @@ class BabymmLM(TemplateLM):
         """Whole-string log-likelihood conditioned on BOS, in windows of the model's length."""
         out = []
         for req in tqdm(requests, disable=disable_tqdm, desc="rolling loglikelihood"):
-            ids = self.tok_encode(req.args[0])
+            ids = self.tok_encode(req.args[0], add_special_tokens=False)
             pairs, start = [], 0
             while start < len(ids):
                 chunk = ids[start: start + self.max_length]

@@ -1,8 +1,12 @@
-"""Multimodal zero-shot tasks (Winoground, VQA) and embedding evals (gap metrics, retrieval).
+"""Multimodal eval sets: Winoground, VQA, zero-shot classification, and held-out pairs.
 
-Winoground and VQA are scored as the BabyLM pipeline does: log P(text | image) from the
-captioning decoder. Each is also scored with the images shuffled among items, a control
-that says how much of the score comes from looking at the image at all.
+Winoground and VQA are scored as the BabyLM pipeline does, by log P(text | image) from the
+captioning decoder, and each also with the images shuffled among items: a control that says
+how much of the score comes from looking at the image at all. Zero-shot classification is
+scored two ways, by embedding similarity to prompt-ensembled class texts (CLIP's way) and by
+the likelihood of the class prompt given the image. Images reach the model through the run's
+own vision input (`EvalImages`): pixels for a run trained on pixels, precomputed feature rows
+for a run trained on features.
 """
 
 from __future__ import annotations
@@ -19,11 +23,20 @@ from transformers import PreTrainedTokenizerBase
 from babymm.data import tokenize_captions
 from babymm.images import load_image
 from babymm.models import MultimodalModel
+from eval.choices import choice_metrics, choice_records
 from eval.gap_metrics import gap_report
 from eval.scoring import continuation_logprobs
 
+Records = dict[str, list[dict[str, Any]]]  # per-item predictions by subtask
+FEATURES, FEATURE_IDS = "features.npy", "feature_ids.json"
+ZERO_SHOT_TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.", "there is a {}.")
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+
+class TaskSkipped(Exception):
+    """An eval set this run cannot be scored on; the message says why and what would fix it."""
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     items = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
@@ -34,17 +47,51 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return items
 
 
-def _images(model: MultimodalModel, paths: Sequence[Path]) -> torch.Tensor:
-    size = model.config.vision.image_size
-    return torch.from_numpy(np.stack([load_image(p, size) for p in paths]))  # [N, 3, S, S]
+class EvalImages:
+    """The images of one eval directory as the run's vision input sees them, by key: the
+    image's path relative to that directory (e.g. `images/wino_00001.png`).
+
+    A pixel run reads and resizes the files. A features run reads `features.npy` (rows
+    [N, D] or [N, P, D], as the training features) aligned with `feature_ids.json` (the list
+    of keys) in the same directory; without them the set is skipped with that reason.
+    """
+
+    def __init__(self, model: MultimodalModel, task_dir: Path):
+        self.dir, self.kind = Path(task_dir), model.config.vision.kind
+        self.size = model.config.vision.image_size
+        if self.kind == "features":
+            feats, ids = self.dir / FEATURES, self.dir / FEATURE_IDS
+            if not feats.exists() or not ids.exists():
+                raise TaskSkipped(f"the run reads precomputed image features (--vision_encoder features) "
+                                  f"and {self.dir} has no {FEATURES} + {FEATURE_IDS} for its images")
+            self.features = np.load(feats, mmap_mode="r")
+            keys = json.loads(ids.read_text())
+            if len(keys) != len(self.features):
+                raise ValueError(f"{ids}: {len(keys)} ids for {len(self.features)} rows of {feats}")
+            self.row = {k: i for i, k in enumerate(keys)}
+
+    def __call__(self, keys: Sequence[str]) -> torch.Tensor:
+        """[N, 3, S, S] uint8 pixels, or [N, D] / [N, P, D] float32 features."""
+        if self.kind != "features":
+            return torch.from_numpy(np.stack([load_image(self.dir / k, self.size) for k in keys]))
+        missing = [k for k in keys if k not in self.row]
+        if missing:
+            raise ValueError(f"{self.dir / FEATURE_IDS}: no features for image {missing[0]!r} "
+                             f"({len(missing)} missing); recompute the eval features")
+        return torch.from_numpy(np.stack([np.asarray(self.features[self.row[k]], dtype=np.float32) for k in keys]))
 
 
+def _device(model: MultimodalModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
 def image_conditioned_logprobs(model: MultimodalModel, images: torch.Tensor,
                                requests: Sequence[tuple[list[int], list[int]]], image_of: Sequence[int],
                                batch_size: int = 64) -> np.ndarray:
     """Sum log P(continuation | image, context) per request; request i uses images[image_of[i]]."""
     model.eval()
-    dev = next(model.parameters()).device
+    dev = _device(model)
 
     def logits_fn(ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
         tokens = model.vision(images[[image_of[r] for r in rows]].to(dev))
@@ -54,84 +101,142 @@ def image_conditioned_logprobs(model: MultimodalModel, images: torch.Tensor,
     return np.array([s for s, _ in scores])
 
 
-def _split_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def split_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """lm-eval's rule: encode the whole string, the continuation is what follows the context."""
     whole = tok(context + continuation, add_special_tokens=True)["input_ids"]
     ctx = tok(context, add_special_tokens=True)["input_ids"]
     return whole[: len(ctx)], whole[len(ctx):]
 
 
-def _bos_request(tok: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[int]]:
+def bos_request(tok: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[int]]:
     ids = tok(text, add_special_tokens=True)["input_ids"]  # [BOS, ...]
     return ids[:1], ids[1:]
 
 
-def _derangement(n: int) -> list[int]:
+def derangement(n: int) -> list[int]:
+    """Item i takes item i+1's image: no item keeps its own."""
     return [(i + 1) % n for i in range(n)] if n > 1 else [0]
 
 
-def _accuracy(correct: np.ndarray, heldout: np.ndarray) -> dict[str, float]:
-    out = {"acc": float(correct.mean()), "n": int(correct.size)}
-    if heldout.any():
-        out["acc_heldout_composition"] = float(correct[heldout].mean())
-        out["n_heldout_composition"] = int(heldout.sum())
-    return out
+def _choice_task(model: MultimodalModel, images: torch.Tensor, requests: list[tuple[list[int], list[int]]],
+                 options: list[list[str]], ids: list[str], heldout: np.ndarray,
+                 batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score items whose options are consecutive requests, with own and with shuffled images."""
+    n, k = len(options), len(options[0])
+    owners = [i for i in range(n) for _ in range(k)]
+    metrics: dict[str, Any] = {"chance": 1.0 / k}
+    records: list[dict[str, Any]] = []
+    for suffix, perm in (("", list(range(n))), ("_shuffled_images", derangement(n))):
+        s = image_conditioned_logprobs(model, images, requests, [perm[o] for o in owners], batch_size)
+        hits, recs = choice_records(ids, options, s.reshape(n, k), [0] * n)
+        metrics.update(choice_metrics(hits, heldout, suffix))
+        records = records or recs  # the submission holds the predictions with the item's own image
+    return metrics, records
 
 
 def winoground(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Path,
-               batch_size: int = 64) -> dict[str, float]:
+               batch_size: int = 64) -> tuple[dict[str, Any], Records]:
     """2-way: is log P(caption_0 | image) > log P(caption_1 | image)?"""
-    items = _read_jsonl(data_dir / "winoground.jsonl")
-    images = _images(model, [data_dir / "images" / f"{it['image_key']}.png" for it in items])
-    requests = [_bos_request(tok, it[k]) for it in items for k in ("caption_0", "caption_1")]
+    items = read_jsonl(data_dir / "winoground.jsonl")
+    images = EvalImages(model, data_dir)([f"images/{it['image_key']}.png" for it in items])
+    requests = [bos_request(tok, it[k]) for it in items for k in ("caption_0", "caption_1")]
     heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
-    result = {}
-    for name, perm in (("", list(range(len(items)))), ("_shuffled_images", _derangement(len(items)))):
-        image_of = [perm[i // 2] for i in range(len(requests))]
-        s = image_conditioned_logprobs(model, images, requests, image_of, batch_size).reshape(-1, 2)
-        acc = _accuracy(s[:, 0] > s[:, 1], heldout)
-        result.update({f"{k}{name}": v for k, v in acc.items() if not (name and k.startswith("n"))})
-    return result
+    metrics, recs = _choice_task(model, images, requests, [[it["caption_0"], it["caption_1"]] for it in items],
+                                 [f"winoground_{i}" for i in range(len(items))], heldout, batch_size)
+    return metrics, {"winoground": recs}
 
 
 def vqa(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Path,
-        batch_size: int = 64) -> dict[str, float]:
+        batch_size: int = 64) -> tuple[dict[str, Any], Records]:
     """8-way: the answer with the highest log P(answer | image, 'Question: q Answer:')."""
     items = json.loads((data_dir / "vqa.json").read_text(encoding="utf-8"))
-    images = _images(model, [data_dir / "images" / f"{it['image_id']}.png" for it in items])
-    requests, owners = [], []
+    options = []
     for i, it in enumerate(items):
         if len(it["distractors"]) != 7:
             raise ValueError(f"{data_dir / 'vqa.json'}: record {i} has {len(it['distractors'])} distractors, not 7")
-        for ans in [it["target_ans"], *it["distractors"]]:
-            requests.append(_split_pair(tok, f"Question: {it['question']} Answer:", f" {ans}"))
-            owners.append(i)
+        options.append([it["target_ans"], *it["distractors"]])
+    images = EvalImages(model, data_dir)([f"images/{it['image_id']}.png" for it in items])
+    requests = [split_pair(tok, f"Question: {it['question']} Answer:", f" {a}")
+                for it, opts in zip(items, options, strict=True) for a in opts]
     heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
-    result = {}
-    for name, perm in (("", list(range(len(items)))), ("_shuffled_images", _derangement(len(items)))):
-        s = image_conditioned_logprobs(model, images, requests, [perm[o] for o in owners], batch_size)
-        acc = _accuracy(s.reshape(-1, 8).argmax(axis=1) == 0, heldout)
-        result.update({f"{k}{name}": v for k, v in acc.items() if not (name and k.startswith("n"))})
-    return result
+    metrics, recs = _choice_task(model, images, requests, options,
+                                 [f"vqa_{i}" for i in range(len(items))], heldout, batch_size)
+    return metrics, {"vqa": recs}
 
 
 @torch.no_grad()
-def embed_pairs(model: MultimodalModel, tok: PreTrainedTokenizerBase, jsonl: Path,
-                batch_size: int = 64, max_tokens: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised image and text embeddings [N, E] of held-out image-caption pairs."""
+def embed_texts(model: MultimodalModel, tok: PreTrainedTokenizerBase, texts: Sequence[str],
+                batch_size: int = 64, max_tokens: int = 40) -> torch.Tensor:
+    """Normalised text embeddings [N, E], read with no image in context."""
     model.eval()
-    dev = next(model.parameters()).device
-    items = _read_jsonl(jsonl)
-    images = _images(model, [(jsonl.parent / it["image"]) for it in items])
-    img, txt = [], []
-    for i in range(0, len(items), batch_size):
-        ids, mask = tokenize_captions(tok, [it["caption"] for it in items[i : i + batch_size]], max_tokens)
-        img.append(model.embed_images(images[i : i + batch_size].to(dev)).cpu())
-        txt.append(model.embed_texts(ids.to(dev), mask.to(dev)).cpu())
-    return torch.cat(img), torch.cat(txt)
+    dev, out = _device(model), []
+    for i in range(0, len(texts), batch_size):
+        ids, mask = tokenize_captions(tok, list(texts[i : i + batch_size]), max_tokens)
+        out.append(model.embed_texts(ids.to(dev), mask.to(dev)).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def embed_images(model: MultimodalModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Normalised image embeddings [N, E]."""
+    model.eval()
+    dev = _device(model)
+    return torch.cat([model.embed_images(images[i : i + batch_size].to(dev)).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def heldout_pairs(model: MultimodalModel, jsonl: Path, limit: int | None = None
+                  ) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """The first `limit` held-out image-caption records and their images."""
+    items = read_jsonl(jsonl)[:limit]
+    return items, EvalImages(model, jsonl.parent)([it["image"] for it in items])
 
 
 def embedding_metrics(model: MultimodalModel, tok: PreTrainedTokenizerBase, jsonl: Path,
-                      batch_size: int = 64) -> dict[str, float]:
-    image, text = embed_pairs(model, tok, jsonl, batch_size)
-    return {k: float(v) for k, v in gap_report(image, text, seed=0).items()}
+                      batch_size: int = 64) -> tuple[dict[str, Any], Records]:
+    """Gap metrics and retrieval on held-out pairs; identical captions are one gallery entry."""
+    items, images = heldout_pairs(model, jsonl)
+    captions = [it["caption"] for it in items]
+    image_emb, text_emb = embed_images(model, images, batch_size), embed_texts(model, tok, captions, batch_size)
+    return {k: float(v) for k, v in gap_report(image_emb, text_emb, texts=captions).items()}, {}
+
+
+def zero_shot(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Path, batch_size: int = 64,
+              templates: Sequence[str] = ZERO_SHOT_TEMPLATES) -> tuple[dict[str, Any], Records]:
+    """Every `*.jsonl` (`image`, `label`, `labels`) is one classification subtask, scored by
+    embedding similarity to the class prompts' mean embedding and by the mean over prompts of
+    log P(prompt | image); chance is 1 / classes."""
+    metrics: dict[str, Any] = {}
+    records: Records = {}
+    for path in sorted(data_dir.glob("*.jsonl")):
+        items = read_jsonl(path)
+        classes = items[0]["labels"]
+        for i, it in enumerate(items):
+            if it["labels"] != classes or it["label"] not in classes:
+                raise ValueError(f"{path}:{i + 1}: label {it['label']!r} or its class list differs from line 1's")
+        target = [classes.index(it["label"]) for it in items]
+        heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
+        images = EvalImages(model, data_dir)([it["image"] for it in items])
+        prompts = [t.format(c) for c in classes for t in templates]  # class-major
+        ids = [f"{path.stem}_{i}" for i in range(len(items))]
+        options = [classes] * len(items)
+        # by embedding: cosine to each class's mean prompt embedding (prompt ensembling)
+        class_emb = embed_texts(model, tok, prompts, batch_size).view(len(classes), len(templates), -1)
+        class_emb = torch.nn.functional.normalize(class_emb.mean(1), dim=-1)  # [C, E]
+        sims = (embed_images(model, images, batch_size) @ class_emb.T).numpy()  # [N, C]
+        hits_e, recs = choice_records(ids, options, sims, target)
+        # by likelihood: mean over templates of log P(prompt | image)
+        requests = [bos_request(tok, p) for p in prompts]
+        reqs = [r for _ in items for r in requests]
+        image_of = [i for i in range(len(items)) for _ in requests]
+        ll = image_conditioned_logprobs(model, images, reqs, image_of, batch_size)
+        ll = ll.reshape(len(items), len(classes), len(templates)).mean(-1)
+        hits_l, _ = choice_records(ids, options, ll, target)
+        metrics[path.stem] = {"chance": 1.0 / len(classes), **choice_metrics(hits_e, heldout, "_embedding"),
+                              **choice_metrics(hits_l, heldout, "_likelihood")}
+        records[path.stem] = recs
+    if not metrics:
+        raise TaskSkipped(f"no {data_dir}/*.jsonl")
+    means = {k: float(np.mean([m[k] for m in metrics.values()]))
+             for k in ("acc_embedding", "acc_likelihood", "chance")}  # unweighted over subtasks
+    return {**means, "subtasks": metrics}, records

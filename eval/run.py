@@ -1,93 +1,186 @@
-"""Score a saved run on the whole suite and write `results.json` and `results.md`.
+"""Score a saved run on every eval set in the data directory.
 
-    python -m eval.run --run_dir runs/git-length-s0 [--data_dir data/world]
+    python -m eval.run --run_dir runs/git-length-s0 [--data_dir data/world] [--submission]
 
-Text benchmarks (BLiMP-format minimal pairs, EWoK-format items when present) go through
-lm-eval with the `BabymmLM` adapter on the text decoder alone; Winoground- and VQA-format
-items through the multimodal model; the contrastive-gap metrics and retrieval on held-out
-image-caption pairs. Missing eval sets are reported as skipped, never silently.
+Text benchmarks (BLiMP and BLiMP-supplement format minimal pairs, EWoK-format items) go
+through lm-eval with the `BabymmLM` adapter on the text decoder alone; Winoground-, VQA- and
+zero-shot-format items and the held-out pairs (gap metrics, retrieval) through the multimodal
+model. Every task is scored, skipped with its reason, or fails alone with its error:
+`results.json` is rewritten after each task, so it always holds what was scored. Every
+accuracy comes with its 95% interval; per-item predictions go to `predictions/<task>.jsonl`,
+and `--submission` writes the BabyLM 2024 predictions file `submission.json.gz`.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from babymm.models import load_model
 from data_prep.stage import write_json_atomic
 from data_prep.train_tokenizer import load_tokenizer
 from eval import multimodal
-from eval.lm_adapter import BabymmLM
-from eval.text_tasks import run_text_tasks, write_blimp_tasks, write_ewok_tasks
+from eval.multimodal import Records, TaskSkipped
 
-# name in the summary table -> (section, key)
+# name in the summary table -> (section, key); accuracies also get their 95% interval
 SUMMARY = {
     "BLiMP": ("blimp", "acc"),
+    "BLiMP supp.": ("blimp_supplement", "acc"),
     "EWoK": ("ewok", "acc"),
     "Winoground": ("winoground", "acc"),
     "Winoground (shuffled img)": ("winoground", "acc_shuffled_images"),
     "VQA": ("vqa", "acc"),
     "VQA (shuffled img)": ("vqa", "acc_shuffled_images"),
+    "zero-shot (emb)": ("zeroshot", "acc_embedding"),
+    "zero-shot (LL)": ("zeroshot", "acc_likelihood"),
     "R@1 i->t": ("embeddings", "i2t_r1"),
     "R@1 t->i": ("embeddings", "t2i_r1"),
     "centroid dist": ("embeddings", "centroid_distance"),
     "separability": ("embeddings", "linear_separability"),
     "matched cos": ("embeddings", "matched_cosine"),
 }
-CHANCE = {"BLiMP": 0.5, "EWoK": 0.5, "Winoground": 0.5, "VQA": 0.125}
+# chance for a summary column: a number, or (section, key) where the task reports it
+CHANCE: dict[str, float | tuple[str, str]] = {
+    "BLiMP": 0.5, "BLiMP supp.": 0.5, "EWoK": 0.5, "Winoground": 0.5, "VQA": 0.125,
+    "zero-shot (emb)": ("zeroshot", "chance"), "zero-shot (LL)": ("zeroshot", "chance"),
+    "R@1 i->t": ("embeddings", "i2t_r1_chance"), "R@1 t->i": ("embeddings", "t2i_r1_chance"),
+    "separability": 0.5,
+}
+SUBMISSION_TASKS = ("blimp", "blimp_supplement", "ewok", "winoground", "vqa")  # BabyLM 2024's
+TaskFn = Callable[[], tuple[dict[str, Any], Records]]
 
 
-def _text_suite(run_dir: Path, eval_dir: Path, work: Path, batch_size: int) -> dict[str, Any]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    results: dict[str, Any] = {}
-    lm = BabymmLM.from_pretrained(run_dir, batch_size=batch_size)
-    for name, writer in (("blimp", write_blimp_tasks), ("ewok", write_ewok_tasks)):
-        src = eval_dir / name
+def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int) -> dict[str, TaskFn]:
+    """Each eval set as a thunk; the models are loaded once, on first use."""
+    from babymm.models import load_model
+    from eval.lm_adapter import BabymmLM
+    from eval.text_tasks import SUITES, score_suite
+
+    cache: dict[str, Any] = {}
+
+    def lm() -> BabymmLM:
+        if "lm" not in cache:
+            cache["lm"] = BabymmLM.from_pretrained(run_dir, batch_size=batch_size)
+        return cache["lm"]
+
+    def model() -> Any:
+        if "model" not in cache:
+            cache["model"] = load_model(run_dir).eval()
+            cache["tok"] = load_tokenizer(run_dir)
+        return cache["model"], cache["tok"]
+
+    def text(kind: str) -> TaskFn:
+        src = eval_dir / kind
         if not src.is_dir() or not any(src.glob("*.jsonl")):
-            results[name] = {"skipped": f"no {src}/*.jsonl"}
-            continue
-        writer(src, work / name, prefix=f"babymm_{name}")
-        scores = run_text_tasks(lm, work / name, [f"babymm_{name}"])
-        results[name] = {**scores.pop(f"babymm_{name}"), "subtasks": scores}
-    return results
+            return _skip(f"no {src}/*.jsonl")
+        return lambda: score_suite(lm(), kind, src, work)
+
+    def image(fn: Callable[..., tuple[dict[str, Any], Records]], src: Path) -> TaskFn:
+        if not src.exists():
+            return _skip(f"no {src}")
+        return lambda: fn(*model(), src, batch_size)
+
+    tasks = {kind: text(kind) for kind in SUITES}
+    tasks.update({
+        "winoground": image(multimodal.winoground, eval_dir / "winoground"),
+        "vqa": image(multimodal.vqa, eval_dir / "vqa"),
+        "zeroshot": image(multimodal.zero_shot, eval_dir / "zeroshot"),
+        "embeddings": image(multimodal.embedding_metrics, eval_dir / "captions" / "heldout.jsonl"),
+    })
+    return tasks
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64) -> dict[str, Any]:
+def _skip(reason: str) -> TaskFn:
+    def fn() -> tuple[dict[str, Any], Records]:
+        raise TaskSkipped(reason)
+    return fn
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64,
+                 submission: bool = False, tasks: list[str] | None = None) -> dict[str, Any]:
+    """Score the run on every task (or `tasks`); returns and writes `results.json`."""
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     eval_dir = data_dir / "eval"
     if not eval_dir.is_dir():
         raise FileNotFoundError(f"{eval_dir}: no eval sets; the data directory must hold eval/ "
                                 "(the built-in world writes it)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     started = time.perf_counter()
-    tok = load_tokenizer(run_dir)
-    with tempfile.TemporaryDirectory(prefix="babymm-tasks-") as work:
-        results: dict[str, Any] = _text_suite(run_dir, eval_dir, Path(work), batch_size)
-    model = load_model(run_dir).eval()
-    with torch.no_grad():
-        for name, fn, src in (("winoground", multimodal.winoground, eval_dir / "winoground"),
-                              ("vqa", multimodal.vqa, eval_dir / "vqa")):
-            results[name] = fn(model, tok, src, batch_size) if src.is_dir() else {"skipped": f"no {src}"}
-        pairs = eval_dir / "captions" / "heldout.jsonl"
-        results["embeddings"] = (multimodal.embedding_metrics(model, tok, pairs, batch_size)
-                                 if pairs.exists() else {"skipped": f"no {pairs}"})
-    results["summary"] = summarize(results)
-    results["meta"] = {"run_dir": str(run_dir), "data_dir": str(data_dir),
-                       "eval_seconds": round(time.perf_counter() - started, 1)}
+    results: dict[str, Any] = {"meta": {"run_dir": str(run_dir), "data_dir": str(data_dir)}}
+    predictions = run_dir / "predictions"
+    predictions.mkdir(exist_ok=True)
+    submitted: dict[str, Records] = {}
+    with tempfile.TemporaryDirectory(prefix="babymm-tasks-") as work, torch.no_grad():
+        all_tasks = _tasks(run_dir, eval_dir, Path(work), batch_size)
+        unknown = sorted(set(tasks or []) - set(all_tasks))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(all_tasks)}")
+        for name, fn in all_tasks.items():
+            if tasks and name not in tasks:
+                continue
+            t0 = time.perf_counter()
+            try:
+                metrics, records = fn()
+            except TaskSkipped as e:
+                results[name] = {"skipped": str(e)}
+                print(f"[eval] {name}: skipped, {e}", file=sys.stderr)
+            except Exception as e:  # noqa: BLE001 - one task's failure must not lose the others
+                results[name] = {"error": f"{type(e).__name__}: {e}"}
+                print(f"[eval] {name}: FAILED, {type(e).__name__}: {e}", file=sys.stderr)
+                traceback.print_exc()
+            else:
+                results[name] = {**metrics, "seconds": round(time.perf_counter() - t0, 1)}
+                _write_predictions(predictions / f"{name}.jsonl", records)
+                if name in SUBMISSION_TASKS:
+                    submitted[name] = records
+            results["summary"] = summarize(results)
+            write_json_atomic(run_dir / "results.json", results)
+    results["meta"]["eval_seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(run_dir / "results.json", results)
-    table = summary_table({run_dir.name: results["summary"]})
+    if submission:
+        write_submission(run_dir / "submission.json.gz", submitted)
+    table = summary_table({run_dir.name: results})
     (run_dir / "results.md").write_text(table + "\n")
     print(table)
+    if plot_gap_over_training(run_dir / "metrics.jsonl", run_dir / "gap_over_training.png"):
+        print(f"[eval] wrote {run_dir / 'gap_over_training.png'}")
     return results
+
+
+def _write_predictions(path: Path, records: Records) -> None:
+    if not records:
+        return
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for subtask, recs in records.items():
+            for r in recs:
+                f.write(json.dumps({"subtask": subtask, **r}) + "\n")
+    tmp.replace(path)
+
+
+def write_submission(path: Path, predictions: dict[str, Records]) -> None:
+    """BabyLM 2024's file: gzipped `{task: {subtask: {"predictions": [{"id", "pred"}]}}}`,
+    ids `<subtask>_<i>` in file order, `pred` the chosen option's text."""
+    out = {task: {sub: {"predictions": [{"id": r["id"], "pred": r["pred"]} for r in recs]}
+                  for sub, recs in subs.items()}
+           for task, subs in predictions.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(out, f)
+    tmp.replace(path)
+    print(f"[eval] wrote {path} ({', '.join(f'{t}: {sum(len(r) for r in s.values())}' for t, s in out.items())})")
 
 
 def summarize(results: dict[str, Any]) -> dict[str, float]:
@@ -95,13 +188,64 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
             if isinstance(results.get(sec), dict) and key in results[sec]}
 
 
-def summary_table(rows: dict[str, dict[str, float]]) -> str:
-    """A Markdown table: one row per run, one column per summary metric, plus chance."""
-    df = pd.DataFrame.from_dict(rows, orient="index")
-    chance = {c: CHANCE.get(c) for c in df.columns}
-    if any(v is not None for v in chance.values()):
-        df = pd.concat([df, pd.DataFrame([chance], index=["chance"])])
-    return df.to_markdown(floatfmt=".3f")
+def chance_of(results: dict[str, Any], name: str) -> float | None:
+    c = CHANCE.get(name)
+    if isinstance(c, tuple):
+        sec = results.get(c[0])
+        return sec.get(c[1]) if isinstance(sec, dict) else None
+    return c
+
+
+def _cell(results: dict[str, Any], name: str) -> str:
+    sec, key = SUMMARY[name]
+    task = results.get(sec, {})
+    if key not in task:
+        return ""
+    low, high = task.get(key.replace("acc", "ci95_low", 1)), task.get(key.replace("acc", "ci95_high", 1))
+    if key.startswith("acc") and low is not None:
+        return f"{task[key]:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{task[key]:.3f}"
+
+
+def summary_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Markdown: a row per run (accuracies with their 95% interval), then chance."""
+    cols = [c for c in SUMMARY if any(c in r.get("summary", {}) for r in runs.values())]
+    rows = {name: {c: _cell(r, c) for c in cols} for name, r in runs.items()}
+    first = next(iter(runs.values()))
+    rows["chance"] = {c: "" if chance_of(first, c) is None else f"{chance_of(first, c):.3f}" for c in cols}
+    return pd.DataFrame.from_dict(rows, orient="index").to_markdown()
+
+
+def plot_gap_over_training(metrics_jsonl: Path, out: Path) -> bool:
+    """A PNG of the `eval/gap/*` metrics logged during training, one panel each, against step."""
+    if not metrics_jsonl.exists():
+        return False
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if any(k.startswith("eval/gap/") for k in r)]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame(rows).set_index("step")
+    keys = [k for k in df.columns if k.startswith("eval/gap/")]
+    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(3.2 * ((len(keys) + 1) // 2), 5.5), squeeze=False)
+    for ax, k in zip(axes.flat, keys, strict=False):
+        ax.plot(df.index, df[k], marker=".")
+        ax.set_title(k.removeprefix("eval/gap/"), fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle(f"modality gap on held-out pairs during training ({metrics_jsonl.parent.name})", fontsize=10)
+    fig.tight_layout()
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", type=Path, default=None,
                    help="default: the data_dir in the run's run_config.json")
     p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--submission", action="store_true",
+                   help="also write submission.json.gz (BabyLM 2024 predictions format)")
+    p.add_argument("--tasks", nargs="+", default=None, help="score only these tasks")
     args = p.parse_args(argv)
     data_dir = args.data_dir
     if data_dir is None:
@@ -119,10 +266,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         data_dir = Path(json.loads(cfg_path.read_text())["data"]["data_dir"])
     try:
-        evaluate_run(args.run_dir, data_dir, args.batch_size)
+        results = evaluate_run(args.run_dir, data_dir, args.batch_size, args.submission, args.tasks)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    if failed:
+        print(f"error: task(s) {failed} failed; the others are in {args.run_dir / 'results.json'}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

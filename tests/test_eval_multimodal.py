@@ -1,4 +1,5 @@
-"""Winoground- and VQA-format scoring against a naive per-item computation, plus known answers."""
+"""Winoground, VQA, zero-shot and held-out-pair scoring against naive per-item computations
+(one item at a time, no batching, no padding), and the shared tie rule."""
 
 import json
 import shutil
@@ -11,6 +12,7 @@ from transformers import AutoTokenizer
 from babymm.images import load_image
 from babymm.models import load_model
 from eval import multimodal
+from eval.gap_metrics import gap_report
 
 
 def naive_logprob(model, tok, image_path, context, continuation):
@@ -24,60 +26,130 @@ def naive_logprob(model, tok, image_path, context, continuation):
     return sum(logp[i - 1, whole[i]].item() for i in range(n_ctx, len(whole)))
 
 
+def naive_text_embedding(model, tok, text):
+    ids = tok(text)["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        return model.embed_texts(torch.tensor([ids]), torch.ones(1, len(ids)).long())[0]
+
+
+def naive_image_embedding(model, path):
+    image = torch.from_numpy(load_image(path, model.config.vision.image_size))[None]
+    with torch.no_grad():
+        return model.embed_images(image)[0]
+
+
+def strictly_best(scores, target=0):
+    return all(scores[target] > s for i, s in enumerate(scores) if i != target)
+
+
 @pytest.fixture(scope="module")
 def model_and_tok(tiny_run):
     return load_model(tiny_run).eval(), AutoTokenizer.from_pretrained(tiny_run)
 
 
-def _subset(src, dst, n, mirror=False):
-    shutil.copytree(src / "images", dst / "images")
-    items = [json.loads(line) for line in (src / "winoground.jsonl").read_text().splitlines()[:n]]
-    if mirror:
-        items += [{**it, "caption_0": it["caption_1"], "caption_1": it["caption_0"]} for it in items]
-    (dst / "winoground.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
-    return items
-
-
 def test_winoground_matches_naive(model_and_tok, tiny_world, tmp_path):
     model, tok = model_and_tok
     src = tiny_world / "eval" / "winoground"
-    items = _subset(src, tmp_path, 12)
-    res = multimodal.winoground(model, tok, tmp_path, batch_size=5)
-    correct = [naive_logprob(model, tok, src / "images" / f"{it['image_key']}.png", "", it["caption_0"])
-               > naive_logprob(model, tok, src / "images" / f"{it['image_key']}.png", "", it["caption_1"])
-               for it in items]
-    assert res["acc"] == pytest.approx(np.mean(correct)) and res["n"] == 12
+    shutil.copytree(src / "images", tmp_path / "images")
+    items = [json.loads(line) for line in (src / "winoground.jsonl").read_text().splitlines()[:12]]
+    (tmp_path / "winoground.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    metrics, records = multimodal.winoground(model, tok, tmp_path, batch_size=5)
+    correct, correct_shuffled = [], []
+    for i, it in enumerate(items):
+        own = src / "images" / f"{it['image_key']}.png"
+        other = src / "images" / f"{items[(i + 1) % len(items)]['image_key']}.png"  # the derangement
+        correct.append(strictly_best([naive_logprob(model, tok, own, "", it[k]) for k in ("caption_0", "caption_1")]))
+        correct_shuffled.append(strictly_best([naive_logprob(model, tok, other, "", it[k])
+                                               for k in ("caption_0", "caption_1")]))
+    assert [r["hit"] for r in records["winoground"]] == correct
+    assert metrics["acc"] == pytest.approx(np.mean(correct)) and metrics["n"] == 12
+    assert metrics["acc_shuffled_images"] == pytest.approx(np.mean(correct_shuffled))
 
 
-def test_winoground_mirrored_is_exactly_half(model_and_tok, tiny_world, tmp_path):
-    model, tok = model_and_tok
-    _subset(tiny_world / "eval" / "winoground", tmp_path, 10, mirror=True)
-    res = multimodal.winoground(model, tok, tmp_path)
-    assert res["acc"] == 0.5 and res["acc_shuffled_images"] == 0.5
+def _vqa_dir(tiny_world, tmp_path, items):
+    shutil.copytree(tiny_world / "eval" / "vqa" / "images", tmp_path / "images")
+    (tmp_path / "vqa.json").write_text(json.dumps(items))
+    return tmp_path
 
 
 def test_vqa_matches_naive(model_and_tok, tiny_world, tmp_path):
     model, tok = model_and_tok
     src = tiny_world / "eval" / "vqa"
     items = json.loads((src / "vqa.json").read_text())[:10]
-    shutil.copytree(src / "images", tmp_path / "images")
-    (tmp_path / "vqa.json").write_text(json.dumps(items))
-    res = multimodal.vqa(model, tok, tmp_path, batch_size=7)
+    metrics, records = multimodal.vqa(model, tok, _vqa_dir(tiny_world, tmp_path, items), batch_size=7)
     correct = []
     for it in items:
         image = src / "images" / f"{it['image_id']}.png"
         scores = [naive_logprob(model, tok, image, f"Question: {it['question']} Answer:", f" {a}")
                   for a in [it["target_ans"], *it["distractors"]]]
-        correct.append(int(np.argmax(scores)) == 0)
-    assert res["acc"] == pytest.approx(np.mean(correct)) and res["n"] == 10
-    bad = [{**items[0], "distractors": items[0]["distractors"][:3]}]
-    (tmp_path / "vqa.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="record 0 has 3 distractors, not 7"):
-        multimodal.vqa(model, tok, tmp_path)
+        correct.append(strictly_best(scores))
+    assert [r["hit"] for r in records["vqa"]] == correct
+    assert metrics["acc"] == pytest.approx(np.mean(correct)) and metrics["n"] == 10
+    assert metrics["chance"] == 0.125
 
 
-def test_embedding_metrics(model_and_tok, tiny_world):
+def test_vqa_tie_is_not_a_hit(model_and_tok, tiny_world, tmp_path):
+    """Every option the same answer: equal scores. argmax would pick index 0, the target."""
     model, tok = model_and_tok
-    image, text = multimodal.embed_pairs(model, tok, tiny_world / "eval" / "captions" / "heldout.jsonl")
-    assert image.shape == text.shape == (500, model.config.embed_dim)
-    assert torch.allclose(image.norm(dim=-1), torch.ones(500), atol=1e-5)
+    items = json.loads((tiny_world / "eval" / "vqa" / "vqa.json").read_text())[:4]
+    items = [{**it, "distractors": [it["target_ans"]] * 7} for it in items]
+    metrics, records = multimodal.vqa(model, tok, _vqa_dir(tiny_world, tmp_path, items))
+    assert metrics["acc"] == 0.0 and metrics["acc_shuffled_images"] == 0.0
+    assert all(len(set(r["scores"])) == 1 for r in records["vqa"])
+
+
+def test_vqa_needs_seven_distractors(model_and_tok, tiny_world, tmp_path):
+    model, tok = model_and_tok
+    items = json.loads((tiny_world / "eval" / "vqa" / "vqa.json").read_text())[:1]
+    items[0]["distractors"] = items[0]["distractors"][:3]
+    with pytest.raises(ValueError, match="record 0 has 3 distractors, not 7"):
+        multimodal.vqa(model, tok, _vqa_dir(tiny_world, tmp_path, items))
+
+
+def test_zero_shot_matches_naive(model_and_tok, tiny_world, tmp_path):
+    model, tok = model_and_tok
+    pairs = [json.loads(line) for line in
+             (tiny_world / "eval" / "captions" / "heldout.jsonl").read_text().splitlines()[:6]]
+    classes = ["red", "blue", "star"]
+    rows = [{"image": str(tiny_world / "eval" / "captions" / p["image"]), "label": classes[i % 3], "labels": classes}
+            for i, p in enumerate(pairs)]
+    (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    templates = ("a {}.", "there is a {}.")
+    metrics, records = multimodal.zero_shot(model, tok, tmp_path, batch_size=4, templates=templates)
+    hits_e, hits_l = [], []
+    for i, r in enumerate(rows):
+        img = naive_image_embedding(model, r["image"])
+        sims = []
+        for c in classes:
+            mean = torch.stack([naive_text_embedding(model, tok, t.format(c)) for t in templates]).mean(0)
+            sims.append(float(img @ (mean / mean.norm())))
+        lls = [np.mean([naive_logprob(model, tok, r["image"], "", t.format(c)) for t in templates]) for c in classes]
+        hits_e.append(strictly_best(sims, i % 3))
+        hits_l.append(strictly_best(lls, i % 3))
+        assert records["toy"][i]["scores"] == pytest.approx(sims, abs=1e-4)
+    sub = metrics["subtasks"]["toy"]
+    assert sub["acc_embedding"] == pytest.approx(np.mean(hits_e))
+    assert sub["acc_likelihood"] == pytest.approx(np.mean(hits_l))
+    assert sub["chance"] == pytest.approx(1 / 3) and sub["n_embedding"] == 6
+    bad = [{**rows[0], "label": "green"}]
+    (tmp_path / "toy.jsonl").write_text(json.dumps(bad[0]) + "\n")
+    with pytest.raises(ValueError, match=r"toy.jsonl:1: label 'green'"):
+        multimodal.zero_shot(model, tok, tmp_path)
+
+
+def test_embedding_metrics_match_per_item_embeddings(model_and_tok, tiny_world, tmp_path):
+    """Batched, padded embedding of the held-out pairs gives the gap metrics of embeddings
+    computed one item at a time."""
+    model, tok = model_and_tok
+    src = tiny_world / "eval" / "captions"
+    pairs = [json.loads(line) for line in (src / "heldout.jsonl").read_text().splitlines()[:40]]
+    rows = [{**p, "image": str(src / p["image"])} for p in pairs]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics, _ = multimodal.embedding_metrics(model, tok, tmp_path / "pairs.jsonl", batch_size=16)
+    image = torch.stack([naive_image_embedding(model, r["image"]) for r in rows])
+    text = torch.stack([naive_text_embedding(model, tok, r["caption"]) for r in rows])
+    expected = gap_report(image, text, texts=[r["caption"] for r in rows])
+    for key in ("centroid_distance", "matched_cosine", "unmatched_cosine", "alignment", "uniformity_image",
+                "uniformity_text", "num_unique_captions"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-5), key
+    assert metrics["num_unique_captions"] == len({r["caption"] for r in rows})

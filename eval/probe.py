@@ -1,0 +1,32 @@
+"""The modality gap measured during training, on a fixed sample of held-out pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from babymm.models import MultimodalModel
+from eval.gap_metrics import gap_summary
+from eval.multimodal import embed_images, embed_texts, heldout_pairs
+
+
+class GapProbe:
+    """Logs `eval/gap/*` (centroid distance, separability, cosines, uniformity, alignment) so a
+    run shows the gap opening or closing. Images and captions are read once; each call embeds
+    them with the current weights and puts the model back in the mode it was in."""
+
+    def __init__(self, model: MultimodalModel, tokenizer: PreTrainedTokenizerBase, jsonl: Path,
+                 num_pairs: int, batch_size: int = 64):
+        items, self.images = heldout_pairs(model, Path(jsonl), num_pairs)
+        self.captions = [it["caption"] for it in items]
+        self.tokenizer, self.batch_size = tokenizer, batch_size
+
+    def __call__(self, model: MultimodalModel) -> dict[str, float]:
+        training = model.training
+        try:
+            image = embed_images(model, self.images, self.batch_size)
+            text = embed_texts(model, self.tokenizer, self.captions, self.batch_size)
+        finally:
+            model.train(training)
+        return {f"eval/gap/{k}": round(float(v), 5) for k, v in gap_summary(image, text).items()}

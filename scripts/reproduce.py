@@ -1,0 +1,93 @@
+"""Regenerate every result table in README from scratch: each row at 3+ seeds, mean and spread.
+
+    python scripts/reproduce.py [--seeds 0 1 2] [--out results] [--runs runs/reproduce]
+
+Rows (README "Results"): the default run (`--curriculum length`, gap-closing CUA loss) and
+the same with plain CLIP (`--uniform_weight 0 --align_weight 0`), on the built-in world.
+Each run trains through `accelerate launch babymm/train.py` (skipped when its model is already
+saved; `--retrain` forces it), is then scored by `python -m eval.run`, and
+`python -m eval.compare` writes the tables: `OUT/reproduce.md` (with the machine and the
+commands), `OUT/reproduce.csv`, `OUT/reproduce.png`, and each run's `gap_over_training.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROWS: dict[str, list[str]] = {
+    "cua": [],  # the default: length curriculum, L_CLIP + L_Uniform + L_Align
+    "clip": ["--uniform_weight", "0", "--align_weight", "0"],
+}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cmd: list[str]) -> float:
+    print("+ " + shlex.join(cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, Python {platform.python_version()}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--runs", type=Path, default=Path("runs/reproduce"))
+    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--retrain", action="store_true", help="train again even if a run's model is saved")
+    p.add_argument("extra", nargs="*", help="more train.py flags for every run, after --")
+    args = p.parse_args(argv)
+    if len(args.seeds) < 3:
+        print("warning: fewer than 3 seeds; README's tables use at least 3", file=sys.stderr)
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+              "--num_cpu_threads_per_process", str(os.cpu_count() or 1)]
+    timings, run_dirs = {}, []
+    for seed in args.seeds:
+        for row in args.rows:
+            out = args.runs / f"{row}-s{seed}"
+            run_dirs.append(out)
+            if args.retrain or not (out / "multimodal.safetensors").exists():
+                flags = ["--seed", str(seed), "--output_dir", str(out), "--overwrite_output_dir", "true",
+                         "--run_eval", "false", *ROWS[row], *args.extra]
+                timings[out.name] = {"train_s": round(run([*launch, "babymm/train.py", *flags]), 1)}
+            t = run([sys.executable, "-m", "eval.run", "--run_dir", str(out)])
+            timings.setdefault(out.name, {})["eval_s"] = round(t, 1)
+    table = args.out / "reproduce"
+    run([sys.executable, "-m", "eval.compare", *map(str, run_dirs), "--out", f"{table}.md.tmp",
+         "--csv", f"{table}.csv", "--plot", f"{table}.png"])
+    body = Path(f"{table}.md.tmp").read_text()
+    Path(f"{table}.md.tmp").unlink()
+    header = (f"# babymm results, regenerated\n\nCommand: `python scripts/reproduce.py "
+              f"{shlex.join(argv if argv is not None else sys.argv[1:])}`\n\nMachine: {machine()}\n\n"
+              f"Rows: " + "; ".join(f"`{r}` = train.py {shlex.join(ROWS[r]) or '(defaults)'}" for r in args.rows)
+              + f"\n\nSeconds per run (this invocation): `{json.dumps(timings)}`\n\n")
+    Path(f"{table}.md").write_text(header + body)
+    print(f"wrote {table}.md, {table}.csv, {table}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
