@@ -1,15 +1,20 @@
 """The built-in world: a deterministic, seeded generator of coloured-shape scenes.
 
-    python -m data_prep.world --out data/world --word_budget 500000 --seed 0
+    python -m data_prep.world --out data/world --word_budget 500000 --seed 0 [--eval_scale 1]
 
 Writes BabyLM-format data (text `.train` files, a captions jsonl with PNG images, and eval
-sets in the formats of BLiMP, Winoground and VQA) so that the rest of the pipeline has one
-path for the built-in world and real data. Captions are graded from one attribute
-("a red circle") up to relations, counts, negation and child-directed question-answer
-pairs, so caption length and difficulty vary and a curriculum means something. Eight
-colour-shape compositions never occur in training data (images, captions or text) and are
-marked in the eval sets, which test generalisation to them. Eval sets depend only on the
-seed and image size, not on the word budget, so runs at different budgets are comparable.
+sets in the formats of BLiMP, EWoK, Winoground and VQA, plus zero-shot classification of
+one-object images) so that the rest of the pipeline has one path for the built-in world and
+real data. Captions are graded from one attribute ("a red circle") up to relations, counts,
+negation and child-directed question-answer pairs, so caption length and difficulty vary and
+a curriculum means something. The text corpus exercises every phenomenon the text eval sets
+test (agreement across relative clauses, reflexives, negative polarity "ever", two-sentence
+inferences) but never contains an eval sentence. Eight colour-shape compositions never occur
+in training data (images, captions or text) and are marked in the image eval sets, which test
+generalisation to them. Eval sets depend only on the seed, image size and `eval_scale`, never
+on the word budget, so runs at different budgets are comparable; they are big enough (1,000
+image items, 300 pairs per text subtask) that a 5-point difference is outside binomial noise,
+and a smaller `eval_scale` writes a prefix of each full-size set.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from tqdm import tqdm
 
 from data_prep.stage import atomic_dir, log, write_json_atomic
 
-VERSION = "world-1"
+VERSION = "world-2"
 COLORS = {
     "red": (220, 30, 30), "blue": (30, 70, 225), "green": (30, 150, 50), "yellow": (245, 220, 30),
     "purple": (130, 40, 170), "orange": (245, 135, 20), "black": (15, 15, 15), "white": (255, 255, 255),
@@ -40,17 +45,39 @@ SHAPES = ["circle", "square", "triangle", "star", "heart", "diamond", "cross", "
 PLURAL = {s: s + ("es" if s.endswith("ss") else "s") for s in SHAPES}
 NUMBERS = ["one", "two", "three", "four"]
 BACKGROUND = (200, 200, 200)
-# everyday lexicon of the text-only corpus (child-directed speech, narration, dialogue)
+# everyday lexicon of the text-only corpus (child-directed speech, narration, dialogue, stories)
 THINGS = ["ball", "box", "cup", "dog", "cat", "bird", "duck", "car", "block", "hat", "shoe", "book",
           "spoon", "boat", "truck", "bear", "frog", "kite"]
 THING_PLURAL = {t: t + ("es" if t.endswith(("x", "s")) else "s") for t in THINGS}
+ANIMALS = ["dog", "cat", "bird", "duck", "bear", "frog"]  # the things that can see or like
+PEOPLE = {"boy": "m", "girl": "f", "man": "m", "woman": "f", "mom": "f", "dad": "m"}  # gender
+PEOPLE_PLURAL = {"boy": "boys", "girl": "girls", "man": "men", "woman": "women", "mom": "moms", "dad": "dads"}
+ANIMATES = ANIMALS + list(PEOPLE)
+NOUN_PLURAL = {**THING_PLURAL, **PEOPLE_PLURAL}
+PRONOUNS = {"m": ("he", "him"), "f": ("she", "her")}  # subject, object
 TRAITS = ["happy", "hungry", "sleepy", "here", "there", "soft", "wet", "fast", "little", "new"]
 SOUNDS = {"dog": "woof", "cat": "meow", "duck": "quack", "bird": "tweet", "frog": "ribbit", "bear": "grr"}
-VERBS = [("sees", "see"), ("likes", "like"), ("wants", "want"), ("has", "have"), ("finds", "find")]
+VERBS = [("sees", "see"), ("likes", "like"), ("wants", "want"), ("has", "have"), ("finds", "find"),
+         ("helps", "help"), ("washes", "wash")]
+PARTICIPLES = {"see": "seen", "like": "liked", "want": "wanted", "have": "had", "find": "found",
+               "help": "helped", "wash": "washed"}
+REFLEXIVE_VERBS = [v for v in VERBS if v[1] not in ("have", "want")]  # "sees himself", not "has"
 PREPS = ["near", "behind", "next to", "under", "on"]
 SIZES = ["small", "big"]
+# spatial relations of the EWoK-format set, each with its converse
+SPATIAL = {"to the left of": "to the right of", "to the right of": "to the left of",
+           "above": "below", "below": "above", "in front of": "behind", "behind": "in front of"}
 HELDOUT_COUNT = 8
-EVAL_SIZES = {"blimp": 200, "winoground": 200, "vqa": 300, "captions": 500}
+# full-size eval sets: items per file (BLiMP per subtask, EWoK per domain, zero-shot per file);
+# at 1,000 items the 95% CI half-width of an accuracy near 0.6 is about 3 points
+EVAL_SIZES = {"blimp": 300, "ewok": 300, "winoground": 1000, "vqa": 1000, "captions": 1000, "zeroshot": 400}
+MIN_EVAL_ITEMS = 10
+MAX_EVAL_SCALE = 4.0
+
+
+def eval_sizes(scale: float = 1.0) -> dict[str, int]:
+    """Items per eval file at `scale` (rounded, at least MIN_EVAL_ITEMS)."""
+    return {k: max(MIN_EVAL_ITEMS, round(n * scale)) for k, n in EVAL_SIZES.items()}
 
 
 def with_article(phrase: str) -> str:
@@ -285,25 +312,101 @@ CAPTIONERS: dict[int, Callable[[World, random.Random, bool], Made | None]] = {1:
 LEVEL_WEIGHTS = [1.0, 1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 0.9]
 
 
-# ---------------------------------------------------------------------------- text corpus
+# ---------------------------------------------------------------------------- grammar
+# Phrase builders shared by the text corpus and the BLiMP-format pairs, so the good sentences
+# of an eval set are drawn from the distribution the corpus teaches (but never occur in it).
 
 
-def _np(rng: random.Random, plural: bool, det: str | None = None, adjs: int | None = None) -> str:
-    """A noun phrase of the everyday lexicon, adjectives always in size-colour order."""
-    noun = rng.choice(THINGS)
-    n_adj = rng.choice([0, 1, 1, 2]) if adjs is None else adjs
+def _bare(rng: random.Random, noun: str, plural: bool, adjs: int | None = None) -> str:
+    """`noun` with 0-2 adjectives in size-colour order and no determiner: "big red balls".
+    People take none ("the red boy", "the small moms" read oddly)."""
+    n_adj = 0 if noun in PEOPLE else rng.choice([0, 1, 1, 2]) if adjs is None else adjs
     words = []
     if n_adj == 2:
         words = [rng.choice(SIZES), rng.choice(list(COLORS))]  # size before colour
     elif n_adj == 1:
         words = [rng.choice(SIZES + list(COLORS))]
-    phrase = " ".join([*words, THING_PLURAL[noun] if plural else noun])
+    return " ".join([*words, NOUN_PLURAL[noun] if plural else noun])
+
+
+def _phrase(rng: random.Random, noun: str, plural: bool, det: str | None = None,
+            adjs: int | None = None) -> str:
+    """A noun phrase around `noun`; the determiner is "the" or (singular) "a" unless given."""
+    bare = _bare(rng, noun, plural, adjs)
     det = det or ("the" if plural else rng.choice(["the", "a", "the"]))
-    return with_article(phrase) if det == "a" else f"{det} {phrase}"
+    return with_article(bare) if det == "a" else f"{det} {bare}"
+
+
+def _np(rng: random.Random, plural: bool, det: str | None = None, adjs: int | None = None,
+        nouns: list[str] = THINGS) -> str:
+    """A noun phrase of the everyday lexicon (a noun from `nouns`)."""
+    return _phrase(rng, rng.choice(nouns), plural, det, adjs)
 
 
 def _cop(plural: bool) -> str:
     return "are" if plural else "is"
+
+
+def _has(plural: bool) -> str:
+    return "have" if plural else "has"
+
+
+def _agree(verb: tuple[str, str], plural: bool) -> str:
+    """The present-tense form of `verb` (singular, plural) agreeing with its subject."""
+    return verb[1] if plural else verb[0]
+
+
+def reflexive(noun: str, plural: bool) -> str:
+    """The reflexive pronoun that `noun` binds: number, then gender for people."""
+    if plural:
+        return "themselves"
+    return {"m": "himself", "f": "herself"}.get(PEOPLE.get(noun, ""), "itself")
+
+
+def wrong_reflexives(noun: str, plural: bool) -> list[str]:
+    """Reflexives that clearly cannot take `noun` as antecedent. Never "themselves" for one
+    person (singular they) nor "himself"/"herself" for one animal (a pet can be "he")."""
+    if plural:
+        return ["himself", "herself", "itself"]
+    if noun in PEOPLE:
+        return ["herself" if PEOPLE[noun] == "m" else "himself"]
+    return ["themselves"]
+
+
+def _predicates(rng: random.Random, plural: bool) -> tuple[str, str]:
+    """A predicate agreeing with a subject of number `plural`, and the same with the other number."""
+    if rng.random() < 0.5:
+        trait = rng.choice(TRAITS + list(COLORS))
+        return f"{_cop(plural)} {trait}", f"{_cop(not plural)} {trait}"
+    verb, obj = rng.choice(VERBS), _np(rng, rng.random() < 0.5, adjs=0)
+    return f"{_agree(verb, plural)} {obj}", f"{_agree(verb, not plural)} {obj}"
+
+
+def _relative_subject(rng: random.Random, plural: bool) -> str:
+    """ "the dog that the cats see": the relative clause's subject has the other number, so it
+    attracts agreement away from the head."""
+    head = _np(rng, plural, adjs=rng.choice([0, 1]), nouns=THINGS + list(PEOPLE))
+    inner = _np(rng, not plural, adjs=0, nouns=ANIMATES)
+    return f"{head} that {inner} {_agree(rng.choice(VERBS), not plural)}"
+
+
+def _two_pp_subject(rng: random.Random, plural: bool) -> str:
+    """ "the cups near the boxes behind the ball": the noun next to the verb has the other number."""
+    return (f"{_np(rng, plural, adjs=0)} {rng.choice(PREPS)} {_np(rng, rng.random() < 0.5, adjs=0)} "
+            f"{rng.choice(PREPS)} {_np(rng, not plural, adjs=0)}")
+
+
+def _perfect_vp(rng: random.Random) -> str:
+    """ "seen the ball": a participle and its object."""
+    return f"{PARTICIPLES[rng.choice(VERBS)[1]]} {_np(rng, rng.random() < 0.5, adjs=0)}"
+
+
+def _definite(rng: random.Random, bare: str, plural: bool) -> str:
+    """ "the" or (singular) "a" before a bare noun phrase."""
+    return f"the {bare}" if plural or rng.random() < 0.5 else with_article(bare)
+
+
+# ---------------------------------------------------------------------------- text corpus
 
 
 def child_directed(rng: random.Random) -> str:
@@ -320,10 +423,11 @@ def child_directed(rng: random.Random) -> str:
 
 
 def narration(rng: random.Random) -> str:
-    """A sentence exercising what the BLiMP-format sets test: agreement (across adjectives and
-    prepositional phrases), determiner-noun agreement, adjective order, negation with do."""
+    """A sentence exercising what the BLiMP-format sets test: agreement (across adjectives,
+    prepositional phrases and relative clauses), determiner-noun agreement, adjective order,
+    negation with do, reflexives, and where "ever" may go."""
     plural = rng.random() < 0.5
-    kind = rng.randrange(6)
+    kind = rng.randrange(10)
     if kind == 0:  # agreement with adjectives
         return f"{_np(rng, plural)} {_cop(plural)} {rng.choice(TRAITS + SIZES + list(COLORS))}."
     if kind == 1:  # agreement across a prepositional phrase
@@ -334,11 +438,39 @@ def narration(rng: random.Random) -> str:
         return f"{_np(rng, plural, det=det, adjs=rng.choice([0, 1]))} {_cop(plural)} {rng.choice(TRAITS + list(COLORS))}."
     if kind == 3:  # transitive verbs
         v = rng.choice(VERBS)
-        return f"{_np(rng, plural)} {v[1] if plural else v[0]} {_np(rng, rng.random() < 0.5)}."
+        return f"{_np(rng, plural, nouns=THINGS + list(PEOPLE))} {_agree(v, plural)} {_np(rng, rng.random() < 0.5)}."
     if kind == 4:  # negation with auxiliaries
         aux = "do" if plural else "does"
         return f"{_np(rng, plural, adjs=0)} {aux} not {rng.choice(VERBS)[1]} {_np(rng, rng.random() < 0.5, adjs=0)}."
-    return f"{_np(rng, plural, adjs=0)} {_cop(plural)} not {rng.choice(TRAITS + list(COLORS))}."
+    if kind == 5:
+        return f"{_np(rng, plural, adjs=0)} {_cop(plural)} not {rng.choice(TRAITS + list(COLORS))}."
+    if kind == 6:  # agreement across a relative clause
+        return f"{_relative_subject(rng, plural)} {_predicates(rng, plural)[0]}."
+    if kind == 7:  # agreement across two prepositional phrases
+        return f"{_two_pp_subject(rng, plural)} {_predicates(rng, plural)[0]}."
+    if kind == 8:  # reflexives
+        return _anaphor_pair(rng)[0]
+    return npi_sentence(rng)
+
+
+def npi_sentence(rng: random.Random) -> str:
+    """Where "ever" may go: licensed by "no" on the subject, by "not", in a question; and the
+    same perfect sentences without "ever", including "no" inside a relative clause, which does
+    not license it (so the scope contrast is learnable from positive evidence)."""
+    plural = rng.random() < 0.5
+    noun = rng.choice(ANIMATES)
+    bare, has, vp = _bare(rng, noun, plural, adjs=rng.choice([0, 1])), _has(plural), _perfect_vp(rng)
+    inner_plural = rng.random() < 0.5
+    inner = _bare(rng, rng.choice([n for n in ANIMATES if n != noun]), inner_plural, adjs=0)
+    verb = _agree(rng.choice(VERBS), inner_plural)
+    return rng.choice([
+        f"no {bare} {has} ever {vp}.",
+        f"{_definite(rng, bare, plural)} {has} not ever {vp}.",
+        f"{has} {_definite(rng, bare, plural)} ever {vp}?",
+        f"{_definite(rng, bare, plural)} {has} {vp}.",
+        f"no {bare} that the {inner} {verb} {has} ever {vp}.",
+        f"the {bare} that no {inner} {verb} {has} {vp}.",
+    ])
 
 
 def dialogue(rng: random.Random) -> str:
@@ -361,15 +493,26 @@ def dialogue(rng: random.Random) -> str:
     ])
 
 
+def story(rng: random.Random) -> str:
+    """A context and a consequence true of it on one line, the inference an EWoK-format item
+    tests ("the ball is above the cup. the cup is below the ball.")."""
+    item = EWOK[rng.choice(list(EWOK))](rng)
+    if rng.random() < 0.5:
+        return f"{item.context1} {item.target1}"
+    return f"{item.context2} {item.target2}"
+
+
 TEXT_SOURCES: dict[str, Callable[[random.Random], str]] = {
-    "child_directed": child_directed, "narration": narration, "dialogue": dialogue}
+    "child_directed": child_directed, "narration": narration, "dialogue": dialogue, "stories": story}
 
 
-# ---------------------------------------------------------------------------- eval sets
+# ---------------------------------------------------------------------------- eval sets: BLiMP format
 
 
 def blimp_pairs(rng: random.Random, subtask: str) -> tuple[str, str]:
     """A (good, bad) minimal pair of a BLiMP-format subtask, differing in one thing."""
+    if subtask in HARD_BLIMP:
+        return HARD_BLIMP[subtask](rng)
     plural = rng.random() < 0.5
     trait = rng.choice(TRAITS + list(COLORS))
     if subtask == "subject_verb_agreement":
@@ -397,13 +540,193 @@ def blimp_pairs(rng: random.Random, subtask: str) -> tuple[str, str]:
     raise ValueError(subtask)
 
 
-BLIMP = {
+def _long_attractor_pair(rng: random.Random) -> tuple[str, str]:
+    """Agreement across a relative clause or two prepositional phrases whose last noun has the
+    other number: "the dog that the cats see is happy." / "... are happy."."""
+    plural = rng.random() < 0.5
+    subject = (_relative_subject if rng.random() < 0.5 else _two_pp_subject)(rng, plural)
+    good, bad = _predicates(rng, plural)
+    return f"{subject} {good}.", f"{subject} {bad}."
+
+
+def _anaphor_pair(rng: random.Random) -> tuple[str, str]:
+    """A reflexive agreeing with its antecedent in number and gender: "the boys see
+    themselves." / "the boys see himself."; half have an attractor ("the boy near the girl")
+    whose own reflexive is the wrong one, which a model reading the last noun would pick."""
+    noun, plural = rng.choice(ANIMATES), rng.random() < 0.5
+    subject = _phrase(rng, noun, plural, det="the", adjs=rng.choice([0, 0, 1]))
+    wrong = wrong_reflexives(noun, plural)
+    if rng.random() < 0.5:
+        other, other_plural = rng.choice([(n, p) for n in ANIMATES for p in (False, True)
+                                          if reflexive(n, p) in wrong])
+        subject += f" {rng.choice(PREPS)} {_phrase(rng, other, other_plural, det='the', adjs=0)}"
+        wrong = [reflexive(other, other_plural)]
+    verb = _agree(rng.choice(REFLEXIVE_VERBS), plural)
+    return f"{subject} {verb} {reflexive(noun, plural)}.", f"{subject} {verb} {rng.choice(wrong)}."
+
+
+def _npi_pair(rng: random.Random) -> tuple[str, str]:
+    """Negative polarity "ever" needs "no" on the subject: "no dog has ever seen the ball." /
+    "the dog has ever seen the ball."; or half the time "no" moves into a relative clause, where
+    it does not scope over "ever": "no dog that the cat likes has ever ..." / "the dog that no
+    cat likes has ever ..." (the same words)."""
+    plural = rng.random() < 0.5
+    noun = rng.choice(ANIMATES)
+    bare = _bare(rng, noun, plural, adjs=rng.choice([0, 1]))
+    rest = f"{_has(plural)} ever {_perfect_vp(rng)}."
+    if rng.random() < 0.5:
+        return f"no {bare} {rest}", f"{_definite(rng, bare, plural)} {rest}"
+    inner_plural = rng.random() < 0.5
+    inner = _bare(rng, rng.choice([n for n in ANIMATES if n != noun]), inner_plural, adjs=0)
+    verb = _agree(rng.choice(VERBS), inner_plural)
+    return f"no {bare} that the {inner} {verb} {rest}", f"the {bare} that no {inner} {verb} {rest}"
+
+
+HARD_BLIMP: dict[str, Callable[[random.Random], tuple[str, str]]] = {
+    "subject_verb_agreement_long_attractor": _long_attractor_pair,
+    "anaphor_agreement": _anaphor_pair,
+    "npi_licensing": _npi_pair,
+}
+BLIMP = {  # subtask: (field, linguistics_term), as in BLiMP
     "subject_verb_agreement": ("morphology", "subject_verb_agreement"),
     "subject_verb_agreement_attractor": ("morphology", "subject_verb_agreement"),
     "determiner_noun_agreement": ("morphology", "determiner_noun_agreement"),
     "adjective_order": ("syntax", "word_order"),
     "negation_auxiliary": ("syntax", "negation"),
+    "subject_verb_agreement_long_attractor": ("morphology", "subject_verb_agreement"),
+    "anaphor_agreement": ("morphology", "anaphor_agreement"),
+    "npi_licensing": ("semantics", "npi_licensing"),
 }
+
+
+def blimp_rows(seed: int, subtask: str, n: int) -> list[dict]:
+    """The first `n` pairs of a subtask, each good sentence once. A subtask has its own random
+    stream, so a smaller `n` gives a prefix of a bigger one."""
+    rng = random.Random(f"blimp-{seed}-{subtask}")
+    field, term = BLIMP[subtask]
+    seen: set[str] = set()
+    rows: list[dict] = []
+    for _ in range(100 * n):
+        if len(rows) == n:
+            return rows
+        good, bad = blimp_pairs(rng, subtask)
+        if good in seen or good == bad:
+            continue
+        seen.add(good)
+        rows.append({"sentence_good": good, "sentence_bad": bad, "field": field, "UID": subtask,
+                     "linguistics_term": term, "pair_id": len(rows)})
+    raise RuntimeError(f"BLiMP-format {subtask}: fewer than {n} distinct pairs")
+
+
+# ---------------------------------------------------------------------------- eval sets: EWoK format
+
+
+@dataclass(frozen=True)
+class EwokItem:
+    """Target1 is true given Context1 and false given Context2; Target2 the reverse."""
+
+    template: str
+    context1: str
+    context2: str
+    target1: str
+    target2: str
+
+
+def _things(rng: random.Random, k: int) -> list[str]:
+    """`k` noun phrases with distinct nouns ("the ball", "the red cup"), each naming one thing."""
+    return [f"the {rng.choice(list(COLORS))} {t}" if rng.random() < 0.4 else f"the {t}"
+            for t in rng.sample(THINGS, k)]
+
+
+def _spatial_item(rng: random.Random) -> EwokItem:
+    """A relation entails its converse ("a left of b" -> "b right of a") and chains
+    ("a above b, b above c" -> "a above c"); Context2 uses the converse relation throughout."""
+    rel = rng.choice(list(SPATIAL))
+    conv = SPATIAL[rel]
+    a, b, c = _things(rng, 3)
+    if rng.random() < 0.5:
+        return EwokItem("converse", f"{a} is {rel} {b}.", f"{a} is {conv} {b}.",
+                        f"{b} is {conv} {a}.", f"{b} is {rel} {a}.")
+    return EwokItem("transitive", f"{a} is {rel} {b}. {b} is {rel} {c}.",
+                    f"{a} is {conv} {b}. {b} is {conv} {c}.", f"{a} is {rel} {c}.", f"{a} is {conv} {c}.")
+
+
+def _property_item(rng: random.Random) -> EwokItem:
+    """A thing keeps its colour when it changes hands: given away ("the ball is red. then the
+    boy gives it to the girl." -> "now the girl has the red ball."), or traded, where both
+    colours are in the context and only tracking who has what tells the targets apart."""
+    t = rng.choice(THINGS)
+    c1, c2 = rng.sample(list(COLORS), 2)
+    p, q = rng.sample(list(PEOPLE), 2)
+    if rng.random() < 0.5:
+        give = "the {t} is {c}. then the {p} gives it to the {q}."
+        return EwokItem("give", give.format(t=t, c=c1, p=p, q=q), give.format(t=t, c=c2, p=p, q=q),
+                        f"now the {q} has the {c1} {t}.", f"now the {q} has the {c2} {t}.")
+    trade = "the {p} has the {x} {t} and the {q} has the {y} {t}. then they trade."
+    who, after = rng.choice([(q, c1), (p, c2)])  # what `who` has after trading, given Context1
+    before = c2 if after == c1 else c1
+    return EwokItem("trade", trade.format(p=p, q=q, t=t, x=c1, y=c2), trade.format(p=p, q=q, t=t, x=c2, y=c1),
+                    f"now the {who} has the {after} {t}.", f"now the {who} has the {before} {t}.")
+
+
+def _quantity_item(rng: random.Random) -> EwokItem:
+    """Counting: giving one away leaves one fewer and getting one makes one more ("the boy has
+    three balls. then he gives one to the girl." -> "now the boy has two balls."; the other
+    person has the other gender, so "he" and "him" name one person); or who has more ("the boy
+    has two balls and the girl has three balls." -> "the girl has more balls than the boy.")."""
+    p = rng.choice(list(PEOPLE))
+    q = rng.choice([x for x in PEOPLE if PEOPLE[x] != PEOPLE[p]])
+    t = rng.choice(THINGS)
+    adj = f"{rng.choice(list(COLORS))} " if rng.random() < 0.4 else ""
+
+    def count(n: int) -> str:
+        return f"{NUMBERS[n - 1]} {adj}{THING_PLURAL[t] if n > 1 else t}"
+
+    if rng.random() < 0.5:
+        k = rng.choice([2, 3])
+        he, him = PRONOUNS[PEOPLE[p]]
+        has = f"the {p} has {count(k)}."
+        return EwokItem("give_one", f"{has} then {he} gives one to the {q}.", f"{has} then the {q} gives one to {him}.",
+                        f"now the {p} has {count(k - 1)}.", f"now the {p} has {count(k + 1)}.")
+    fewer, more = sorted(rng.sample(range(1, len(NUMBERS) + 1), 2))
+    both = "the {p} has {a} and the {q} has {b}."
+    return EwokItem("compare", both.format(p=p, q=q, a=count(fewer), b=count(more)),
+                    both.format(p=p, q=q, a=count(more), b=count(fewer)),
+                    f"the {q} has more {adj}{THING_PLURAL[t]} than the {p}.",
+                    f"the {p} has more {adj}{THING_PLURAL[t]} than the {q}.")
+
+
+EWOK: dict[str, Callable[[random.Random], EwokItem]] = {
+    "spatial_relations": _spatial_item, "property_persistence": _property_item, "quantity": _quantity_item}
+
+
+def ewok_lines(item: EwokItem) -> set[str]:
+    """Every context-target line an item could appear as; the text corpus has none of them."""
+    return {f"{c} {t}" for c in (item.context1, item.context2) for t in (item.target1, item.target2)}
+
+
+def ewok_rows(seed: int, domain: str, n: int) -> list[dict]:
+    """The first `n` items of a domain, each Context1-Target1 once; a prefix of a bigger `n`."""
+    rng = random.Random(f"ewok-{seed}-{domain}")
+    seen: set[tuple[str, str]] = set()
+    rows: list[dict] = []
+    for _ in range(100 * n):
+        if len(rows) == n:
+            return rows
+        item = EWOK[domain](rng)
+        if (item.context1, item.target1) in seen:
+            continue
+        seen.add((item.context1, item.target1))
+        # ContextType/ContextDiff/TargetDiff: metadata EWoK ships and the official BabyLM
+        # pipeline requires in every row
+        rows.append({"Domain": domain, "TemplateName": item.template, "Context1": item.context1,
+                     "Context2": item.context2, "Target1": item.target1, "Target2": item.target2,
+                     "ContextType": "concrete", "ContextDiff": item.template, "TargetDiff": item.template,
+                     "item_id": len(rows)})
+    raise RuntimeError(f"EWoK-format {domain}: fewer than {n} distinct items")
+
+
+# ---------------------------------------------------------------------------- eval sets: images
 
 
 def winoground_item(w: World, rng: random.Random, heldout: bool) -> tuple[list[Obj], str, str]:
@@ -432,6 +755,25 @@ def distractors(answer: str, kind: str, rng: random.Random) -> list[str]:
     return (same + others)[:7]
 
 
+ZEROSHOT = {"shape": SHAPES, "color": list(COLORS)}  # file: class names, in every row's order
+
+
+def zeroshot_object(w: World, rng: random.Random, attr: str, i: int) -> Obj:
+    """The i-th object of zero-shot file `attr` ("shape" or "color"), in a random cell and size.
+    Classes come in turn, so each is equally common; every fourth round uses the class's
+    held-out composition where it has one (every shape has one, 8 of 10 colours do)."""
+    classes = ZEROSHOT[attr]
+    label = classes[i % len(classes)]
+    index = 0 if attr == "color" else 1
+
+    def matching(pairs: Collection[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [p for p in sorted(pairs) if p[index] == label]
+
+    pool = (matching(w.heldout) if (i // len(classes)) % 4 == 1 else []) or matching(w.allowed)
+    color, shape = rng.choice(pool)
+    return Obj(shape, color, rng.choice(SIZES), rng.randrange(2), rng.randrange(2))
+
+
 # ---------------------------------------------------------------------------- writer
 
 
@@ -456,7 +798,7 @@ def choose_heldout(seed: int) -> set[tuple[str, str]]:
     return set(chosen)
 
 
-def check_params(word_budget: int, image_size: int, caption_fraction: float) -> None:
+def check_params(word_budget: int, image_size: int, caption_fraction: float, eval_scale: float = 1.0) -> None:
     """Refuse parameters that cannot make a usable world, before any work."""
     if word_budget < 1:
         raise ValueError(f"word_budget must be positive, got {word_budget}")
@@ -464,19 +806,22 @@ def check_params(word_budget: int, image_size: int, caption_fraction: float) -> 
         raise ValueError(f"image_size must be at least 16 pixels (shapes need room), got {image_size}")
     if not 0 < caption_fraction < 1:
         raise ValueError(f"caption_fraction must be in (0, 1), got {caption_fraction}")
+    if not 0 < eval_scale <= MAX_EVAL_SCALE:  # the determiner subtask has 1,440 distinct pairs
+        raise ValueError(f"eval_scale must be in (0, {MAX_EVAL_SCALE}], got {eval_scale}")
 
 
 def generate_world(out_dir: str | Path, word_budget: int = 500_000, seed: int = 0, image_size: int = 32,
-                   caption_fraction: float = 0.4, *, overwrite: bool = False) -> dict:
+                   caption_fraction: float = 0.4, *, eval_scale: float = 1.0, overwrite: bool = False) -> dict:
     """Write the world into `out_dir` and return its manifest (also `out_dir/world.json`).
 
+    `eval_scale` multiplies every eval set's size (see `eval_sizes`); tests use small scales.
     A no-op when `world.json` there records the same parameters (unless `overwrite`). The
     directory is built aside and swapped in whole, so a failed run leaves nothing half-written.
     """
-    check_params(word_budget, image_size, caption_fraction)
+    check_params(word_budget, image_size, caption_fraction, eval_scale)
     out_dir = Path(out_dir)
     params = {"word_budget": word_budget, "seed": seed, "image_size": image_size,
-              "caption_fraction": caption_fraction, "version": VERSION}
+              "caption_fraction": caption_fraction, "eval_scale": float(eval_scale), "version": VERSION}
     manifest_path = out_dir / "world.json"
     if not overwrite and manifest_path.exists():
         old = json.loads(manifest_path.read_text())
@@ -485,16 +830,20 @@ def generate_world(out_dir: str | Path, word_budget: int = 500_000, seed: int = 
             return old
     heldout = choose_heldout(seed)
     w = World(heldout)
+    sizes = eval_sizes(eval_scale)
     log("world", f"generating {out_dir}: {word_budget:,} words, seed {seed}, {image_size}px images; "
                  f"held out: {', '.join(f'{c} {s}' for c, s in sorted(heldout))}")
     with atomic_dir(out_dir) as tmp:
-        blimp, eval_sentences = _write_blimp(tmp, seed)
-        wino_held = _write_winoground(w, tmp, seed, image_size)
-        vqa_held = _write_vqa(w, tmp, seed, image_size)
-        captions_held = _write_heldout_captions(w, tmp, seed, image_size)
-        log("world", f"eval sets: BLiMP {sum(blimp.values())} pairs, Winoground {EVAL_SIZES['winoground']}, "
-                     f"VQA {EVAL_SIZES['vqa']}, held-out captions {EVAL_SIZES['captions']}")
-        text_words = _write_text(w, tmp, seed, int(word_budget * (1 - caption_fraction)), eval_sentences)
+        counts, eval_lines = _write_text_evals(tmp, seed, sizes)
+        held = {"winoground": _write_winoground(w, tmp, seed, image_size, sizes["winoground"]),
+                "vqa": _write_vqa(w, tmp, seed, image_size, sizes["vqa"]),
+                "captions": _write_heldout_captions(w, tmp, seed, image_size, sizes["captions"]),
+                "zeroshot": _write_zeroshot(w, tmp, seed, image_size, sizes["zeroshot"])}
+        counts.update({k: sizes[k] for k in ("winoground", "vqa", "captions")})
+        counts["zeroshot"] = {attr: sizes["zeroshot"] for attr in ZEROSHOT}
+        log("world", "eval sets: " + ", ".join(
+            f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in counts.items()))
+        text_words = _write_text(w, tmp, seed, int(word_budget * (1 - caption_fraction)), eval_lines)
         log("world", f"text: {sum(text_words.values()):,} words in {len(text_words)} files")
         caption_words, n_images, levels = _write_captions(w, tmp, seed, image_size,
                                                           int(word_budget * caption_fraction))
@@ -506,10 +855,7 @@ def generate_world(out_dir: str | Path, word_budget: int = 500_000, seed: int = 
             "params": params, "heldout_compositions": sorted(f"{c} {s}" for c, s in heldout),
             "text_words": text_words, "caption_words": caption_words,
             "total_words": sum(text_words.values()) + caption_words, "train_images": n_images,
-            "caption_levels": levels,
-            "eval": {"blimp": blimp, "winoground": EVAL_SIZES["winoground"], "vqa": EVAL_SIZES["vqa"],
-                     "captions": EVAL_SIZES["captions"]},
-            "eval_heldout_composition": {"winoground": wino_held, "vqa": vqa_held, "captions": captions_held},
+            "caption_levels": levels, "eval": counts, "eval_heldout_composition": held,
             "sha256": digest.hexdigest(),
         }
         write_json_atomic(tmp / "world.json", manifest)
@@ -527,31 +873,33 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _write_blimp(root: Path, seed: int) -> tuple[dict[str, int], set[str]]:
-    """BLiMP-format pairs per subtask; returns the counts and every sentence, which the text
-    corpus then leaves out so the pairs are new sentences."""
-    rng = random.Random(f"blimp-{seed}")
-    sentences: set[str] = set()
-    for subtask, (field, term) in BLIMP.items():
-        seen: set[tuple[str, str]] = set()
-        rows: list[dict] = []
-        while len(rows) < EVAL_SIZES["blimp"]:
-            good, bad = blimp_pairs(rng, subtask)
-            if (good, bad) in seen or good == bad:
-                continue
-            seen.add((good, bad))
-            sentences.update([good, bad])
-            rows.append({"sentence_good": good, "sentence_bad": bad, "field": field, "UID": subtask,
-                         "linguistics_term": term, "pair_id": len(rows)})
-        _write_jsonl(root / "eval" / "blimp" / f"{subtask}.jsonl", rows)
-    return {k: EVAL_SIZES["blimp"] for k in BLIMP}, sentences
+def _write_text_evals(root: Path, seed: int, sizes: dict[str, int]) -> tuple[dict, set[str]]:
+    """BLiMP-format pairs per subtask and EWoK-format items per domain. Returns the counts and
+    every sentence and context-target line of the full-size sets (whatever the scale was), which
+    the text corpus then leaves out: so the items are new to the model, and the training text
+    does not depend on `eval_scale`."""
+    exclude: set[str] = set()
+    counts: dict[str, dict[str, int]] = {"blimp": {}, "ewok": {}}
+    for subtask in BLIMP:
+        rows = blimp_rows(seed, subtask, max(sizes["blimp"], EVAL_SIZES["blimp"]))
+        exclude.update(s for r in rows for s in (r["sentence_good"], r["sentence_bad"]))
+        _write_jsonl(root / "eval" / "blimp" / f"{subtask}.jsonl", rows[:sizes["blimp"]])
+        counts["blimp"][subtask] = sizes["blimp"]
+    for domain in EWOK:
+        rows = ewok_rows(seed, domain, max(sizes["ewok"], EVAL_SIZES["ewok"]))
+        for r in rows:
+            exclude |= ewok_lines(EwokItem(r["TemplateName"], r["Context1"], r["Context2"],
+                                           r["Target1"], r["Target2"]))
+        _write_jsonl(root / "eval" / "ewok" / f"{domain}.jsonl", rows[:sizes["ewok"]])
+        counts["ewok"][domain] = sizes["ewok"]
+    return counts, exclude
 
 
-def _write_winoground(w: World, root: Path, seed: int, size: int) -> int:
+def _write_winoground(w: World, root: Path, seed: int, size: int, n: int) -> int:
     """Winoground-format items (a quarter with a held-out composition); returns how many are."""
     rng = random.Random(f"winoground-{seed}")
     rows = []
-    for i in range(EVAL_SIZES["winoground"]):
+    for i in range(n):
         objs, c0, c1 = winoground_item(w, rng, heldout=i % 4 == 0)
         key = f"wino_{i:05d}"
         _save_png(root / "eval" / "winoground" / "images" / f"{key}.png", render(objs, size, rng))
@@ -561,11 +909,11 @@ def _write_winoground(w: World, root: Path, seed: int, size: int) -> int:
     return sum(r["heldout_composition"] for r in rows)
 
 
-def _write_vqa(w: World, root: Path, seed: int, size: int) -> int:
+def _write_vqa(w: World, root: Path, seed: int, size: int, n: int) -> int:
     """VQA-format items (a quarter of the images with a held-out composition); returns how many."""
     rng = random.Random(f"vqa-{seed}")
     items: list[dict] = []
-    while len(items) < EVAL_SIZES["vqa"]:
+    while len(items) < n:
         objs = w.scene(rng, rng.choice([1, 2, 3]), heldout=len(items) % 4 == 0)
         made = question(objs, rng)
         if made is None:
@@ -581,12 +929,12 @@ def _write_vqa(w: World, root: Path, seed: int, size: int) -> int:
     return sum(it["heldout_composition"] for it in items)
 
 
-def _write_heldout_captions(w: World, root: Path, seed: int, size: int) -> int:
+def _write_heldout_captions(w: World, root: Path, seed: int, size: int, n: int) -> int:
     """New image-caption pairs (levels 1-7; a fifth with a held-out composition) for retrieval
     and the gap metrics; returns how many use a held-out composition."""
     rng = random.Random(f"captions-{seed}")
     rows = []
-    for i in range(EVAL_SIZES["captions"]):
+    for i in range(n):
         level = rng.choices(range(1, 8), weights=LEVEL_WEIGHTS[:7])[0]
         objs, caption = w.caption(rng, level, heldout=i % 5 == 0)
         rel = f"images/{i:05d}.png"
@@ -595,6 +943,25 @@ def _write_heldout_captions(w: World, root: Path, seed: int, size: int) -> int:
                      "heldout_composition": any(w.is_heldout(o) for o in objs)})
     _write_jsonl(root / "eval" / "captions" / "heldout.jsonl", rows)
     return sum(r["heldout_composition"] for r in rows)
+
+
+def _write_zeroshot(w: World, root: Path, seed: int, size: int, n: int) -> dict[str, int]:
+    """Zero-shot classification of one-object images, one file per attribute (`shape.jsonl`,
+    `color.jsonl`: image, label, labels); returns how many items per file use a held-out
+    composition."""
+    held: dict[str, int] = {}
+    for attr, classes in ZEROSHOT.items():
+        rng = random.Random(f"zeroshot-{attr}-{seed}")
+        rows = []
+        for i in range(n):
+            obj = zeroshot_object(w, rng, attr, i)
+            rel = f"images/{attr}_{i:05d}.png"
+            _save_png(root / "eval" / "zeroshot" / rel, render([obj], size, rng))
+            rows.append({"image": rel, "label": getattr(obj, attr), "labels": classes,
+                         "heldout_composition": w.is_heldout(obj)})
+        _write_jsonl(root / "eval" / "zeroshot" / f"{attr}.jsonl", rows)
+        held[attr] = sum(r["heldout_composition"] for r in rows)
+    return held
 
 
 def _write_text(w: World, root: Path, seed: int, budget: int, exclude: set[str]) -> dict[str, int]:
@@ -651,14 +1018,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image_size", type=int, default=32, help="image side in pixels")
     p.add_argument("--caption_fraction", type=float, default=0.4, help="share of the budget for captions")
+    p.add_argument("--eval_scale", type=float, default=1.0,
+                   help="multiply every eval set's size (at least 10 items each); part of the world's identity")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if up to date")
     args = p.parse_args(argv)
     try:
-        check_params(args.word_budget, args.image_size, args.caption_fraction)
+        check_params(args.word_budget, args.image_size, args.caption_fraction, args.eval_scale)
     except ValueError as e:
         p.error(str(e))
     generate_world(args.out, args.word_budget, args.seed, args.image_size, args.caption_fraction,
-                   overwrite=args.overwrite)
+                   eval_scale=args.eval_scale, overwrite=args.overwrite)
     return 0
 
 

@@ -29,7 +29,8 @@ from eval.scoring import continuation_logprobs
 
 Records = dict[str, list[dict[str, Any]]]  # per-item predictions by subtask
 FEATURES, FEATURE_IDS = "features.npy", "feature_ids.json"
-ZERO_SHOT_TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.", "there is a {}.")
+# "{}" takes the class name with its article: "an orange", "a star"
+ZERO_SHOT_TEMPLATES = ("a photo of {}.", "{}.", "a picture of {}.", "there is {}.")
 
 
 class TaskSkipped(Exception):
@@ -79,6 +80,10 @@ class EvalImages:
             raise ValueError(f"{self.dir / FEATURE_IDS}: no features for image {missing[0]!r} "
                              f"({len(missing)} missing); recompute the eval features")
         return torch.from_numpy(np.stack([np.asarray(self.features[self.row[k]], dtype=np.float32) for k in keys]))
+
+
+def with_article(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
 def _device(model: MultimodalModel) -> torch.device:
@@ -217,7 +222,7 @@ def zero_shot(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Pa
         target = [classes.index(it["label"]) for it in items]
         heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
         images = EvalImages(model, data_dir)([it["image"] for it in items])
-        prompts = [t.format(c) for c in classes for t in templates]  # class-major
+        prompts = [t.format(with_article(c)) for c in classes for t in templates]  # class-major
         ids = [f"{path.stem}_{i}" for i in range(len(items))]
         options = [classes] * len(items)
         # by embedding: cosine to each class's mean prompt embedding (prompt ensembling)

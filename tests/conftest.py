@@ -18,7 +18,7 @@ def tiny_world(tmp_path_factory):
     from data_prep import world
 
     out = tmp_path_factory.mktemp("data") / "world"
-    world.generate_world(out, word_budget=20_000, seed=0)
+    world.generate_world(out, word_budget=20_000, seed=0, eval_scale=0.1)
     return out
 
 

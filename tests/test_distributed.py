@@ -13,8 +13,9 @@ from tests.conftest import TINY_MODEL, TINY_TRAIN
 TRAIN = Path(__file__).resolve().parents[1] / "babymm" / "train.py"
 
 
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+def _metrics(run: Path, kind: str = "train/stage") -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if any(k.startswith(kind) for k in r)]
 
 
 def test_torchrun_two_processes_match_one(tiny_run, tiny_world, tmp_path):
@@ -35,4 +36,8 @@ def test_torchrun_two_processes_match_one(tiny_run, tiny_world, tmp_path):
         else:  # per-rank token means of unequal captions differ from the global mean a little
             assert b["train/clip_loss"] == pytest.approx(a["train/clip_loss"], abs=1e-3)
             assert b["train/caption_loss"] == pytest.approx(a["train/caption_loss"], abs=5e-3)
+    # the gap probe runs once (main process), at the same steps, on the same stage-1 weights first
+    gap1, gap2 = _metrics(tiny_run, "eval/gap/"), _metrics(ddp, "eval/gap/")
+    assert [m["step"] for m in gap2] == [m["step"] for m in gap1] and len(gap1) >= 2
+    assert gap2[0]["eval/gap/centroid_distance"] == pytest.approx(gap1[0]["eval/gap/centroid_distance"], abs=1e-3)
     assert (ddp / "model.safetensors").exists()

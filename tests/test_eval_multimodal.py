@@ -114,16 +114,16 @@ def test_zero_shot_matches_naive(model_and_tok, tiny_world, tmp_path):
     rows = [{"image": str(tiny_world / "eval" / "captions" / p["image"]), "label": classes[i % 3], "labels": classes}
             for i, p in enumerate(pairs)]
     (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    templates = ("a {}.", "there is a {}.")
+    templates = ("{}.", "there is {}.")
     metrics, records = multimodal.zero_shot(model, tok, tmp_path, batch_size=4, templates=templates)
     hits_e, hits_l = [], []
     for i, r in enumerate(rows):
         img = naive_image_embedding(model, r["image"])
         sims = []
         for c in classes:
-            mean = torch.stack([naive_text_embedding(model, tok, t.format(c)) for t in templates]).mean(0)
+            mean = torch.stack([naive_text_embedding(model, tok, t.format("a " + c)) for t in templates]).mean(0)
             sims.append(float(img @ (mean / mean.norm())))
-        lls = [np.mean([naive_logprob(model, tok, r["image"], "", t.format(c)) for t in templates]) for c in classes]
+        lls = [np.mean([naive_logprob(model, tok, r["image"], "", t.format("a " + c)) for t in templates]) for c in classes]
         hits_e.append(strictly_best(sims, i % 3))
         hits_l.append(strictly_best(lls, i % 3))
         assert records["toy"][i]["scores"] == pytest.approx(sims, abs=1e-4)

@@ -335,6 +335,7 @@ def test_gap_summary_is_its_parts():
     assert summary == {
         "centroid_distance": gm.centroid_distance(I, T),
         "linear_separability": gm.linear_separability(I, T, n_splits=3, seed=2)["mean"],
+        "linear_separability_std": gm.linear_separability(I, T, n_splits=3, seed=2)["std"],
         "matched_cosine": gm.matched_cosine(I, T),
         "unmatched_cosine": gm.unmatched_cosine(I, T),
         "uniformity_image": gm.uniformity(I),

@@ -12,12 +12,17 @@ from eval.lm_adapter import BabymmLM
 from tests.conftest import TINY_MODEL, TINY_TRAIN
 
 
+def _train_rows(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "train/stage" in r]
+
+
 def test_run_writes_everything(tiny_run):
     names = {p.name for p in tiny_run.iterdir()}
     assert {"config.json", "model.safetensors", "multimodal.safetensors", "babymm_config.json", "tokenizer.json",
             "run_config.json", "curriculum_manifest.json", "word_counts.json", "metrics.jsonl",
-            "results.json", "results.md"} <= names
-    metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+            "results.json", "results.md", "predictions", "gap_over_training.png"} <= names
+    metrics = _train_rows(tiny_run)
     stages = [m["train/stage"] for m in metrics]
     assert stages[0] == "text" and stages[-1] == "multimodal"
     last = metrics[-1]
@@ -26,17 +31,23 @@ def test_run_writes_everything(tiny_run):
     assert json.loads((tiny_run / "curriculum_manifest.json").read_text())["curriculum"]["name"] == "length"
 
 
-def test_results_cover_the_suite(tiny_run):
+def test_results_cover_the_suite(tiny_run, tiny_world):
+    """Every eval set the world ships is scored on every item it holds."""
     results = json.loads((tiny_run / "results.json").read_text())
-    assert set(results["blimp"]["subtasks"]) == {
-        f"babymm_blimp_{s}" for s in ("subject_verb_agreement", "subject_verb_agreement_attractor",
-                                       "determiner_noun_agreement", "adjective_order", "negation_auxiliary")}
-    assert 0 <= results["blimp"]["acc"] <= 1 and results["blimp"]["n"] == 1000
-    assert results["winoground"]["n"] == 200 and "acc_shuffled_images" in results["winoground"]
-    assert results["vqa"]["n"] == 300 and "acc_heldout_composition" in results["vqa"]
-    assert {"centroid_distance", "linear_separability", "i2t_r1"} <= set(results["embeddings"])
-    assert "skipped" in results["ewok"]  # the built-in world has no EWoK-format items
-    assert "BLiMP" in (tiny_run / "results.md").read_text()
+    sizes = json.loads((tiny_world / "world.json").read_text())["eval"]
+    for suite in ("blimp", "ewok"):
+        assert {k: v["n"] for k, v in results[suite]["subtasks"].items()} == sizes[suite]
+        assert results[suite]["n"] == sum(sizes[suite].values())
+    for task in ("winoground", "vqa"):
+        assert results[task]["n"] == results[task]["n_shuffled_images"] == sizes[task]
+    assert {k: v["n_embedding"] for k, v in results["zeroshot"]["subtasks"].items()} == sizes["zeroshot"]
+    assert results["embeddings"]["num_unique_captions"] <= sizes["captions"]
+    assert "skipped" in results["blimp_supplement"]  # the built-in world ships none
+    for task in ("blimp", "ewok", "winoground", "vqa"):
+        lines = (tiny_run / "predictions" / f"{task}.jsonl").read_text().splitlines()
+        assert len(lines) == (sum(sizes[task].values()) if isinstance(sizes[task], dict) else sizes[task])
+    table = (tiny_run / "results.md").read_text()
+    assert "BLiMP" in table and "EWoK" in table and "zero-shot (emb)" in table
 
 
 def test_saved_model_loads_with_auto_classes_and_scores_the_same(tiny_run):
@@ -91,7 +102,7 @@ def test_no_pretraining_plain_clip_and_random_curriculum(tiny_world, tmp_path):
                      "--uniform_weight", "0", "--align_weight", "0", "--run_eval", "false",
                      *TINY_MODEL, *TINY_TRAIN, "--text_pretrain_steps", "0"])
     assert rc == 0
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = _train_rows(out)
     assert all(m["train/stage"] == "multimodal" for m in metrics)
     assert "train/uniform_loss" not in metrics[-1] and "train/clip_loss" in metrics[-1]
     assert not (out / "results.json").exists()

@@ -1,10 +1,11 @@
-"""The built-in world: determinism, budget, formats, truthful captions, held-out compositions."""
+"""The built-in world: determinism, budget, formats, truthful captions, held-out compositions,
+grammatical eval pairs, EWoK-format inferences, zero-shot labels, eval sizes."""
 
 import hashlib
 import json
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 from PIL import Image
@@ -12,7 +13,11 @@ from PIL import Image
 from data_prep import world
 
 BUDGET = 20_000
+SCALE = 0.1  # eval sets at a tenth of their size keep these tests fast
+SIZES = {k: max(10, round(n * SCALE)) for k, n in world.EVAL_SIZES.items()}  # items per eval file
 BLIMP_FIELDS = {"sentence_good", "sentence_bad", "field", "UID", "linguistics_term", "pair_id"}
+EWOK_FIELDS = {"Context1", "Context2", "Target1", "Target2", "Domain", "TemplateName", "item_id"}
+NEW_BLIMP = ("subject_verb_agreement_long_attractor", "anaphor_agreement", "npi_licensing")
 
 
 def _hashes(root):
@@ -31,7 +36,7 @@ def _text_lines(root):
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory):
     out = tmp_path_factory.mktemp("w") / "world"
-    world.generate_world(out, word_budget=BUDGET, seed=0)
+    world.generate_world(out, word_budget=BUDGET, seed=0, eval_scale=SCALE)
     return out
 
 
@@ -169,18 +174,20 @@ def test_relation_and_questions_are_true():
 
 def test_deterministic_given_seed(small_world, tmp_path):
     again = tmp_path / "again"
-    world.generate_world(again, word_budget=BUDGET, seed=0)
+    world.generate_world(again, word_budget=BUDGET, seed=0, eval_scale=SCALE)
     assert _hashes(again) == _hashes(small_world)
     other = tmp_path / "other"
-    world.generate_world(other, word_budget=BUDGET, seed=1)
+    world.generate_world(other, word_budget=BUDGET, seed=1, eval_scale=SCALE)
     assert _hashes(other) != _hashes(small_world)
 
 
 def test_eval_sets_do_not_depend_on_budget(small_world, tmp_path):
     bigger = tmp_path / "bigger"
-    world.generate_world(bigger, word_budget=2 * BUDGET, seed=0)
+    world.generate_world(bigger, word_budget=2 * BUDGET, seed=0, eval_scale=SCALE)
     evals = lambda h: {k: v for k, v in h.items() if k.startswith("eval/")}  # noqa: E731
     assert evals(_hashes(bigger)) == evals(_hashes(small_world))
+    assert json.loads((bigger / "world.json").read_text())["eval"] == \
+        json.loads((small_world / "world.json").read_text())["eval"]
 
 
 def test_word_budget(small_world):
@@ -232,23 +239,28 @@ def test_heldout_compositions_never_in_training(small_world):
         "captions": sum(r["heldout_composition"] for r in _read_jsonl(ev / "captions" / "heldout.jsonl")),
         "winoground": sum(r["heldout_composition"] for r in _read_jsonl(ev / "winoground" / "winoground.jsonl")),
         "vqa": sum(r["heldout_composition"] for r in json.loads((ev / "vqa" / "vqa.json").read_text())),
+        "zeroshot": {a: sum(r["heldout_composition"] for r in _read_jsonl(ev / "zeroshot" / f"{a}.jsonl"))
+                     for a in ("shape", "color")},
     }
     assert flagged == m["eval_heldout_composition"]
-    assert flagged["captions"] >= 0.15 * world.EVAL_SIZES["captions"]
-    assert flagged["winoground"] > 0 and flagged["vqa"] > 0
+    assert flagged["captions"] >= 0.15 * SIZES["captions"]
+    assert flagged["winoground"] >= 0.2 * SIZES["winoground"] and flagged["vqa"] >= 0.2 * SIZES["vqa"]
+    assert all(n >= 0.15 * SIZES["zeroshot"] for n in flagged["zeroshot"].values())
 
 
 def test_blimp_format(small_world):
     text = set(_text_lines(small_world))
     files = sorted((small_world / "eval" / "blimp").glob("*.jsonl"))
-    assert {f.stem for f in files} >= {"subject_verb_agreement", "subject_verb_agreement_attractor",
-                                       "determiner_noun_agreement", "adjective_order", "negation_auxiliary"}
+    assert {f.stem for f in files} == {"subject_verb_agreement", "subject_verb_agreement_attractor",
+                                       "determiner_noun_agreement", "adjective_order", "negation_auxiliary",
+                                       *NEW_BLIMP}
     for f in files:
         rows = _read_jsonl(f)
-        assert len(rows) == world.EVAL_SIZES["blimp"]
+        assert len(rows) == SIZES["blimp"]
         assert len({(r["sentence_good"], r["sentence_bad"]) for r in rows}) == len(rows)
         for r in rows:
-            assert set(r) == BLIMP_FIELDS and r["UID"] == f.stem and r["field"] in ("syntax", "morphology")
+            assert set(r) == BLIMP_FIELDS and r["UID"] == f.stem
+            assert r["field"] in ("syntax", "morphology", "semantics")
             assert r["sentence_good"] != r["sentence_bad"]
             assert r["sentence_good"] not in text and r["sentence_bad"] not in text
 
@@ -256,7 +268,7 @@ def test_blimp_format(small_world):
 def test_winoground_format(small_world):
     ev = small_world / "eval" / "winoground"
     rows = _read_jsonl(ev / "winoground.jsonl")
-    assert len(rows) == world.EVAL_SIZES["winoground"]
+    assert len(rows) == SIZES["winoground"]
     for i, r in enumerate(rows):
         assert r["image_idx"] == i and isinstance(r["heldout_composition"], bool)
         assert sorted(r["caption_0"].split()) == sorted(r["caption_1"].split()) and r["caption_0"] != r["caption_1"]
@@ -266,7 +278,7 @@ def test_winoground_format(small_world):
 def test_vqa_format(small_world):
     ev = small_world / "eval" / "vqa"
     items = json.loads((ev / "vqa.json").read_text())
-    assert len(items) == world.EVAL_SIZES["vqa"]
+    assert len(items) == SIZES["vqa"]
     assert {it["question_type"] for it in items} == {"color", "shape", "count", "position"}
     for i, it in enumerate(items):
         assert it["idx_in_hf_dataset"] == it["question_id"] == i
@@ -276,8 +288,8 @@ def test_vqa_format(small_world):
 
 def test_idempotent(small_world, capsys):
     mtime = (small_world / "world.json").stat().st_mtime_ns
-    world.generate_world(small_world, word_budget=BUDGET, seed=0)
-    assert world.main(["--out", str(small_world), "--word_budget", str(BUDGET)]) == 0
+    world.generate_world(small_world, word_budget=BUDGET, seed=0, eval_scale=SCALE)
+    assert world.main(["--out", str(small_world), "--word_budget", str(BUDGET), "--eval_scale", str(SCALE)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert (small_world / "world.json").stat().st_mtime_ns == mtime
 
@@ -286,3 +298,481 @@ def test_cli_refuses_bad_parameters(tmp_path):
     with pytest.raises(SystemExit) as e:
         world.main(["--out", str(tmp_path / "w"), "--caption_fraction", "1.5"])
     assert e.value.code == 2 and not (tmp_path / "w").exists()
+
+
+def test_cli_refuses_bad_eval_scale(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        world.main(["--out", str(tmp_path / "w"), "--eval_scale", "0"])
+    assert e.value.code == 2 and not (tmp_path / "w").exists()
+
+
+# ---------------------------------------------------------------------------- eval sizes
+
+
+def test_eval_sizes_follow_the_scale():
+    assert world.eval_sizes(1.0) == world.EVAL_SIZES
+    assert world.EVAL_SIZES["winoground"] >= 1000 and world.EVAL_SIZES["vqa"] >= 1000
+    assert world.EVAL_SIZES["captions"] >= 1000 and world.EVAL_SIZES["blimp"] >= 300
+    assert world.eval_sizes(0.5)["winoground"] == 500 and world.eval_sizes(0.5)["blimp"] == 150
+    assert set(world.eval_sizes(0.0001).values()) == {10}  # never fewer than 10 items
+
+
+def _eval_counts(root):
+    """Items in every eval file, counted from the files."""
+    ev = root / "eval"
+    return {
+        "blimp": {f.stem: len(_read_jsonl(f)) for f in (ev / "blimp").glob("*.jsonl")},
+        "ewok": {f.stem: len(_read_jsonl(f)) for f in (ev / "ewok").glob("*.jsonl")},
+        "winoground": len(_read_jsonl(ev / "winoground" / "winoground.jsonl")),
+        "vqa": len(json.loads((ev / "vqa" / "vqa.json").read_text())),
+        "captions": len(_read_jsonl(ev / "captions" / "heldout.jsonl")),
+        "zeroshot": {f.stem: len(_read_jsonl(f)) for f in (ev / "zeroshot").glob("*.jsonl")},
+    }
+
+
+def test_eval_sizes_honour_eval_scale_and_smaller_scales_are_prefixes(small_world, tmp_path):
+    m = json.loads((small_world / "world.json").read_text())
+    assert m["params"]["eval_scale"] == SCALE
+    counts = _eval_counts(small_world)
+    assert counts == m["eval"]
+    assert set(counts["blimp"].values()) == {SIZES["blimp"]} and len(counts["blimp"]) == 8
+    assert set(counts["ewok"].values()) == {SIZES["ewok"]} and len(counts["ewok"]) >= 2
+    assert set(counts["zeroshot"].values()) == {SIZES["zeroshot"]} and set(counts["zeroshot"]) == {"shape", "color"}
+    assert [counts[k] for k in ("winoground", "vqa", "captions")] == [SIZES[k] for k in ("winoground", "vqa", "captions")]
+
+    half = tmp_path / "half"
+    world.generate_world(half, word_budget=BUDGET, seed=0, eval_scale=SCALE / 2)
+    assert _eval_counts(half)["winoground"] == world.eval_sizes(SCALE / 2)["winoground"] < SIZES["winoground"]
+    small, other = _hashes(small_world), _hashes(half)
+    # training data does not depend on the scale of the eval sets...
+    assert {k: v for k, v in other.items() if not k.startswith("eval/") and k != "world.json"} == \
+        {k: v for k, v in small.items() if not k.startswith("eval/") and k != "world.json"}
+    # ...and a smaller scale writes a prefix of every eval file, and the same images
+    for rel, digest in other.items():
+        if rel.endswith(".png"):
+            assert small[rel] == digest, rel
+        elif rel.endswith(".jsonl"):
+            lines = (half / rel).read_text().splitlines()
+            assert lines == (small_world / rel).read_text().splitlines()[:len(lines)], rel
+    vqa = json.loads((half / "eval" / "vqa" / "vqa.json").read_text())
+    assert vqa == json.loads((small_world / "eval" / "vqa" / "vqa.json").read_text())[:len(vqa)]
+
+
+# ---------------------------------------------------------------------------- a hand-written grammar
+# Parses the new BLiMP-format sentences with its own lexicon of number, gender and agreement.
+
+GENDER = {"boy": "m", "girl": "f", "man": "m", "woman": "f", "mom": "f", "dad": "m"}
+THIRD_PERSON = {"see": "sees", "like": "likes", "want": "wants", "have": "has", "find": "finds",
+                "help": "helps", "wash": "washes"}
+PARTICIPLE = {"seen", "liked", "wanted", "had", "found", "helped", "washed"}
+ANIMATE = set(GENDER) | {"dog", "cat", "bird", "duck", "bear", "frog"}
+ADJECTIVES = set(world.SIZES) | set(world.COLORS)
+PREDICATES = set(world.TRAITS) | set(world.COLORS)
+
+
+def _plural_of(noun):
+    return {"man": "men", "woman": "women"}.get(noun, noun + ("es" if noun.endswith(("s", "x")) else "s"))
+
+
+NOUN_FORMS = {form: (noun, form != noun) for noun in [*world.THINGS, *GENDER] for form in (noun, _plural_of(noun))}
+
+
+def _tokens(sentence):
+    assert sentence.endswith((".", "?")), sentence
+    return sentence[:-1].replace("next to", "next_to").split() + [sentence[-1]]
+
+
+def _np(toks, i, dets=("the", "a", "an")):
+    """(noun, plural, next index) for a noun phrase at toks[i]: determiner, up to two adjectives
+    in size-colour order (none on people), noun; the article agrees in number and sound."""
+    if i >= len(toks) or toks[i] not in dets:
+        return None
+    j = i + 1
+    while j < len(toks) and toks[j] in ADJECTIVES:
+        j += 1
+    if j >= len(toks) or toks[j] not in NOUN_FORMS:
+        return None
+    noun, plural = NOUN_FORMS[toks[j]]
+    adjs = toks[i + 1:j]
+    if len(adjs) > 2 or (adjs and noun in GENDER):
+        return None
+    if len(adjs) == 2 and not (adjs[0] in world.SIZES and adjs[1] in world.COLORS):
+        return None
+    if toks[i] in ("a", "an") and (plural or toks[i] != ("an" if toks[i + 1][0] in "aeiou" else "a")):
+        return None
+    return noun, plural, j + 1
+
+
+def _agrees(verb, plural):
+    return verb in (THIRD_PERSON if plural else THIRD_PERSON.values())
+
+
+def _pp_np(toks, i):
+    """A prepositional phrase at toks[i]: (noun, plural, next index) of its object."""
+    if i < len(toks) and toks[i] in ("near", "behind", "next_to", "under", "on"):
+        return _np(toks, i + 1)
+    return None
+
+
+def _end(toks, i):
+    return i == len(toks) - 1 and toks[i] == "."
+
+
+def _long_attractor(sentence):
+    """Positions a bad sentence may change (the main verb), or None if ungrammatical: the head
+    noun agrees with the main verb across a relative clause or two PPs whose last noun has the
+    other number."""
+    toks = _tokens(sentence)
+    head = _np(toks, 0)
+    if head is None:
+        return None
+    _, plural, i = head
+    if i < len(toks) and toks[i] == "that":
+        inner = _np(toks, i + 1)
+        if inner is None or inner[0] not in ANIMATE or inner[1] == plural or not _agrees(toks[inner[2]], inner[1]):
+            return None
+        i = inner[2] + 1
+    else:
+        mid = _pp_np(toks, i)
+        last = mid and _pp_np(toks, mid[2])
+        if not last or last[1] == plural:
+            return None
+        i = last[2]
+    if toks[i] in ("is", "are"):
+        ok = (toks[i] == "are") == plural and toks[i + 1] in PREDICATES and _end(toks, i + 2)
+    else:
+        obj = _np(toks, i + 1)
+        ok = _agrees(toks[i], plural) and obj is not None and _end(toks, obj[2])
+    return {i} if ok else None
+
+
+def _anaphor(sentence):
+    """The reflexive's position, or None: "the N [PREP NP] V REFL." with V agreeing with N and the
+    reflexive matching N's number and (for people) gender, whatever the attractor is."""
+    toks = _tokens(sentence)
+    head = _np(toks, 0, dets=("the",))
+    if head is None or head[0] not in ANIMATE:
+        return None
+    noun, plural, i = head
+    attractor = _pp_np(toks, i)
+    if attractor:
+        i = attractor[2]
+    expected = "themselves" if plural else {"m": "himself", "f": "herself"}.get(GENDER.get(noun), "itself")
+    ok = i + 2 < len(toks) and _agrees(toks[i], plural) and toks[i + 1] == expected and _end(toks, i + 2)
+    return {i + 1} if ok else None
+
+
+def _npi(sentence):
+    """Where "no" may be, or None: "no N [that the M V] has/have ever PARTICIPLE NP." - only "no"
+    on the subject licenses "ever"; not "the"/"a", nor "no" inside the relative clause."""
+    toks = _tokens(sentence)
+    head = _np(toks, 0, dets=("no",))
+    if head is None or head[0] not in ANIMATE:
+        return None
+    _, plural, i = head
+    where = {0}
+    if toks[i] == "that":
+        inner = _np(toks, i + 1, dets=("the",))
+        if inner is None or inner[0] not in ANIMATE or not _agrees(toks[inner[2]], inner[1]):
+            return None
+        where.add(i + 1)
+        i = inner[2] + 1
+    obj = _np(toks, i + 3)
+    ok = (toks[i] == ("have" if plural else "has") and toks[i + 1] == "ever" and toks[i + 2] in PARTICIPLE
+          and obj is not None and _end(toks, obj[2]))
+    return where if ok else None
+
+
+GRAMMAR = {"subject_verb_agreement_long_attractor": _long_attractor, "anaphor_agreement": _anaphor,
+           "npi_licensing": _npi}
+
+
+def _check_pair(subtask, good, bad):
+    """The good sentence parses; the bad one does not, and differs only where intended."""
+    parse = GRAMMAR[subtask]
+    where = parse(good)
+    assert where is not None, (subtask, good)
+    assert parse(bad) is None, (subtask, bad)
+    g, b = _tokens(good), _tokens(bad)
+    assert len(g) == len(b) and {k for k in range(len(g)) if g[k] != b[k]} == where, (good, bad)
+    if len(where) == 2:  # "no" moved into the relative clause: the same words
+        assert sorted(g) == sorted(b) and b[max(where)] == "no", (good, bad)
+
+
+def test_grammar_check_is_not_vacuous():
+    good = {"subject_verb_agreement_long_attractor": [
+                "the dog that the cats see is happy.", "the cups near the boxes behind the ball are red.",
+                "a small ball that the girls like has the boxes."],
+            "anaphor_agreement": ["the boys see themselves.", "the girl near the boys likes herself.",
+                                  "the dog behind the cats finds itself."],
+            "npi_licensing": ["no dog has ever seen the ball.", "no men that the cat likes have ever had a cup."]}
+    bad = {"subject_verb_agreement_long_attractor": [
+                "the dog that the cats see are happy.", "the cups near the boxes behind the ball is red.",
+                "the dog that the cat sees is happy.", "the cup near the box behind the boxes are red.",
+                "the cup near the boxes behind the ball is red.", "a balls that the girl likes are red."],
+           "anaphor_agreement": ["the boys see himself.", "the girl near the boys likes themselves.",
+                                 "the boy sees herself.", "the dog sees themselves.", "the boy see himself.",
+                                 "the red boy sees himself."],
+           "npi_licensing": ["the dog has ever seen the ball.", "a dog has ever seen the ball.",
+                             "the dog that no cat likes has ever seen the ball.", "no dogs has ever seen the ball.",
+                             "no dog has seen ever the ball.", "no dog that the cats likes has ever seen the ball."]}
+    for subtask, parse in GRAMMAR.items():
+        assert all(parse(s) is not None for s in good[subtask]), subtask
+        assert not any(parse(s) is not None for s in bad[subtask]), subtask
+
+
+def test_new_blimp_pairs_are_grammatical_minimal_pairs(small_world):
+    for subtask in NEW_BLIMP:
+        rows = world.blimp_rows(1, subtask, world.EVAL_SIZES["blimp"]) + \
+            _read_jsonl(small_world / "eval" / "blimp" / f"{subtask}.jsonl")
+        for r in rows:
+            _check_pair(subtask, r["sentence_good"], r["sentence_bad"])
+
+
+def test_new_blimp_pairs_are_varied():
+    """Each new subtask mixes its constructions (not one template that a model could memorise)."""
+    rows = {s: world.blimp_rows(0, s, world.EVAL_SIZES["blimp"]) for s in NEW_BLIMP}
+    goods = {s: [r["sentence_good"] for r in rs] for s, rs in rows.items()}
+    assert 0.3 < sum(" that " in g for g in goods["subject_verb_agreement_long_attractor"]) / 300 < 0.7
+    assert 0.3 < sum(" that " in g for g in goods["npi_licensing"]) / 300 < 0.7
+    refl = Counter(g.split()[-1] for g in goods["anaphor_agreement"])
+    assert set(refl) == {"himself.", "herself.", "itself.", "themselves."}
+    assert 0.3 < sum(len(g.split()) > 4 for g in goods["anaphor_agreement"]) / 300  # with an attractor
+
+
+# ---------------------------------------------------------------------------- EWoK format, checked independently
+
+RELATION = {"to the left of": ("x", 1), "to the right of": ("x", -1), "above": ("y", 1), "below": ("y", -1),
+            "in front of": ("z", 1), "behind": ("z", -1)}  # (axis, +1: subject comes first on it)
+SPATIAL_FACT = re.compile(r"(the (?:\w+ )?\w+) is (to the left of|to the right of|above|below|in front of|behind) "
+                          r"(the (?:\w+ )?\w+)")
+
+
+def _sentences(text):
+    assert text.endswith("."), text
+    return text[:-1].split(". ")
+
+
+def _spatial(context, target):
+    """True if the target relation follows from the context's, False if its opposite does."""
+    after = defaultdict(set)  # (axis, a) -> things right after a on that axis
+
+    def follows(axis, a, b):  # is b after a, directly or through others?
+        todo, seen = [a], set()
+        while todo:
+            x = todo.pop()
+            if b in after[axis, x]:
+                return True
+            seen.add(x)
+            todo += [y for y in after[axis, x] if y not in seen]
+        return False
+
+    def fact(sentence):
+        a, rel, b = re.fullmatch(SPATIAL_FACT, sentence).groups()
+        axis, sign = RELATION[rel]
+        return (axis, a, b) if sign > 0 else (axis, b, a)
+
+    for s in _sentences(context):
+        axis, first, second = fact(s)
+        after[axis, first].add(second)
+    axis, first, second = fact(_sentences(target)[0])
+    if follows(axis, first, second):
+        return True
+    assert follows(axis, second, first), (context, target)  # the context decides every target
+    return False
+
+
+def _person(context, pronoun):
+    """The one person in the context a pronoun can name (by gender)."""
+    gender = {"he": "m", "him": "m", "she": "f", "her": "f"}[pronoun]
+    named = {w for w in context.replace(".", " ").split() if GENDER.get(w) == gender}
+    assert len(named) == 1, (context, pronoun)
+    return named.pop()
+
+
+def _holdings(context):
+    """Who has what after the context: {person: Counter((colour or None, thing))}."""
+    has = defaultdict(Counter)
+    last_thing = None
+    for clause in (c for s in _sentences(context) for c in s.split(" and ")):
+        if m := re.fullmatch(r"the (\w+) is (\w+)", clause):  # "the ball is red" (nobody holds it yet)
+            last_thing = (m[2], m[1])
+        elif m := re.fullmatch(r"then the (\w+) gives it to the (\w+)", clause):
+            has[m[2]][last_thing] += 1
+        elif m := re.fullmatch(r"the (\w+) has the (\w+) (\w+)", clause):  # "the boy has the red ball"
+            has[m[1]][(m[2], m[3])] += 1
+        elif clause == "then they trade":
+            (p, a), (q, b) = [(who, next(iter(h))) for who, h in has.items()]
+            has[p], has[q] = Counter([b]), Counter([a])
+        elif m := re.fullmatch(r"the (\w+) has (\w+) (?:(\w+) )?(\w+)", clause):  # "the boy has three (red) balls"
+            noun = m[4] if m[2] == "one" else SINGULAR_THING[m[4]]
+            has[m[1]][(m[3], noun)] += NUM[m[2]]
+        elif m := re.fullmatch(r"then (he|she) gives one to the (\w+)", clause):
+            p = _person(context, m[1])
+            (kind,) = has[p]
+            has[p][kind] -= 1
+        elif m := re.fullmatch(r"then the (\w+) gives one to (him|her)", clause):
+            p = _person(context, m[2])
+            (kind,) = has[p]
+            has[p][kind] += 1
+        else:
+            raise AssertionError(f"unparsed: {clause!r}")
+    return has
+
+
+SINGULAR_THING = {p: s for s, p in world.THING_PLURAL.items()}
+
+
+def _possession(context, target):
+    """Whether "now the P has the C T.", "now the P has N [C] Ts." or "the P has more [C] Ts than
+    the Q." is true after the context."""
+    has = _holdings(context)
+    if m := re.fullmatch(r"now the (\w+) has the (\w+) (\w+)\.", target):
+        return has[m[1]][(m[2], m[3])] > 0
+    if m := re.fullmatch(r"the (\w+) has more (?:(\w+) )?(\w+) than the (\w+)\.", target):
+        kind = (m[2], SINGULAR_THING[m[3]])
+        return has[m[1]][kind] > has[m[4]][kind]
+    m = re.fullmatch(r"now the (\w+) has (\w+) (?:(\w+) )?(\w+)\.", target)
+    assert m, target
+    noun = m[4] if m[2] == "one" else SINGULAR_THING[m[4]]
+    assert m[4] == (noun if m[2] == "one" else world.THING_PLURAL[noun]), target  # number agreement
+    return has[m[1]][(m[3], noun)] == NUM[m[2]]
+
+
+def _ewok_true(domain, context, target):
+    return _spatial(context, target) if domain == "spatial_relations" else _possession(context, target)
+
+
+def _check_ewok(r):
+    d = r["Domain"]
+    assert _ewok_true(d, r["Context1"], r["Target1"]) and not _ewok_true(d, r["Context2"], r["Target1"]), r
+    assert _ewok_true(d, r["Context2"], r["Target2"]) and not _ewok_true(d, r["Context1"], r["Target2"]), r
+
+
+def test_ewok_check_is_not_vacuous():
+    assert _spatial("the ball is to the left of the cup.", "the cup is to the right of the ball.")
+    assert not _spatial("the ball is to the left of the cup.", "the cup is to the left of the ball.")
+    assert _spatial("the ball is above the cup. the cup is above the box.", "the ball is above the box.")
+    assert not _spatial("the ball is above the cup. the cup is above the box.", "the box is above the ball.")
+    assert not _spatial("the ball is behind the cup. the cup is behind the box.", "the ball is in front of the box.")
+    give = "the ball is red. then the boy gives it to the girl."
+    assert _possession(give, "now the girl has the red ball.") and not _possession(give, "now the girl has the blue ball.")
+    trade = "the boy has the red ball and the girl has the blue ball. then they trade."
+    assert _possession(trade, "now the girl has the red ball.") and not _possession(trade, "now the boy has the red ball.")
+    count = "the boy has three red balls. then he gives one to the girl."
+    assert _possession(count, "now the boy has two red balls.")
+    assert not _possession(count, "now the boy has four red balls.")
+    assert not _possession("the boy has two cups. then the girl gives one to him.", "now the boy has one cup.")
+    more = "the boy has one cup and the girl has three cups."
+    assert _possession(more, "the girl has more cups than the boy.")
+    assert not _possession(more, "the boy has more cups than the girl.")
+
+
+def test_ewok_targets_follow_from_their_contexts(small_world):
+    files = sorted((small_world / "eval" / "ewok").glob("*.jsonl"))
+    assert {f.stem for f in files} >= {"spatial_relations", "property_persistence", "quantity"}
+    for f in files:
+        rows = _read_jsonl(f)
+        assert len(rows) == SIZES["ewok"] and len({(r["Context1"], r["Target1"]) for r in rows}) == len(rows)
+        assert [r["item_id"] for r in rows] == list(range(len(rows)))
+        assert all(set(r) == EWOK_FIELDS and r["Domain"] == f.stem for r in rows)
+        full = world.ewok_rows(1, f.stem, world.EVAL_SIZES["ewok"])
+        assert len({r["TemplateName"] for r in full}) >= 2  # more than one kind of inference per domain
+        for r in rows + full:
+            _check_ewok(r)
+
+
+# ---------------------------------------------------------------------------- eval items vs the text corpus
+
+
+def test_no_eval_item_in_the_text_corpus(small_world):
+    """No BLiMP-format sentence and no EWoK-format context-target line (of the full-size sets,
+    which a smaller eval_scale still leaves out) occurs in the text."""
+    lines = _text_lines(small_world)
+    text = set(lines)
+    corpus = "\n".join(lines)
+    for subtask in world.BLIMP:
+        for r in world.blimp_rows(0, subtask, world.EVAL_SIZES["blimp"]):
+            assert r["sentence_good"] not in text and r["sentence_bad"] not in text, r
+    for domain in world.EWOK:
+        for r in world.ewok_rows(0, domain, world.EVAL_SIZES["ewok"]):
+            for c in (r["Context1"], r["Context2"]):
+                for t in (r["Target1"], r["Target2"]):
+                    assert f"{c} {t}" not in corpus, (c, t)
+
+
+def _licensed_ever(line):
+    """ "ever" appears only where licensed: "no" on the subject, "not ever", or a question."""
+    toks = _tokens(line)
+    if "ever" not in toks:
+        return True
+    k = toks.index("ever")
+    subject_no = toks[0] == "no" and "no" not in toks[1:]
+    return subject_no or toks[k - 1] == "not" or toks[-1] == "?"
+
+
+def test_text_corpus_teaches_the_new_phenomena(small_world):
+    text = small_world / "text"
+    narration = (text / "narration.train").read_text().splitlines()
+    reflexive = [s for s in narration if s.split()[-1].rstrip(".").endswith(("self", "selves"))]
+    relative = [s for s in narration if " that " in s and "ever" not in s and s.split()[0] != "no"
+                and "that no" not in s]
+    ever = [s for s in narration if " ever " in s]
+    assert len(reflexive) > 20 and len(relative) > 20 and len(ever) > 10
+    assert all(_anaphor(s) is not None for s in reflexive)
+    assert all(_long_attractor(s) is not None for s in relative)
+    assert all(_licensed_ever(s) for s in narration)
+    assert any(s.startswith("no ") and " ever " in s for s in narration)
+    assert any("that no" in s for s in narration)  # "no" in a relative clause, without "ever"
+    assert not _licensed_ever("the dog that no cat likes has ever seen the ball.")
+    # stories: a context and its consequence on one line, for every EWoK-format domain
+    stories = (text / "stories.train").read_text().splitlines()
+    kinds = Counter("trade" if "they trade" in s else "gives one" if "gives one" in s else "more" if " more " in s
+                    else "give" if "gives it" in s else "spatial" for s in stories)
+    assert min(kinds.values()) > 0.05 * len(stories) and len(kinds) == 5
+    for s in stories[:300]:
+        *context, target = _sentences(s)
+        domain = "spatial_relations" if SPATIAL_FACT.fullmatch(target) else "possession"
+        assert _ewok_true(domain, ". ".join(context) + ".", target + "."), s
+
+
+# ---------------------------------------------------------------------------- zero-shot classification
+
+
+def _object_pixels(path):
+    """The colours drawn over the background, and the share of its bounding box the object fills."""
+    with Image.open(path) as im:
+        px = im.convert("RGB").load()
+        size = im.size
+    pts = [(x, y) for x in range(size[0]) for y in range(size[1]) if px[x, y] != world.BACKGROUND]
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    fill = len(pts) / ((max(xs) - min(xs) + 1) * (max(ys) - min(ys) + 1))
+    return {px[p] for p in pts}, fill
+
+
+def test_zeroshot_labels_are_the_drawn_object(small_world):
+    ev = small_world / "eval" / "zeroshot"
+    held = world.choose_heldout(0)
+    w = world.World(held)
+    for attr, classes in (("shape", world.SHAPES), ("color", list(world.COLORS))):
+        rows = _read_jsonl(ev / f"{attr}.jsonl")
+        assert len(rows) == SIZES["zeroshot"]
+        assert all(r["labels"] == classes and r["label"] in classes for r in rows)
+        per_class = Counter(r["label"] for r in rows)
+        assert set(per_class) == set(classes) and max(per_class.values()) - min(per_class.values()) <= 1
+        rng = random.Random(f"zeroshot-{attr}-0")
+        for i, r in enumerate(rows):
+            path = ev / r["image"]
+            colours, fill = _object_pixels(path)
+            assert len(colours) == 1, (path, colours)  # one object, one colour
+            colour = next(name for name, rgb in world.COLORS.items() if colours == {rgb})
+            if attr == "color":
+                assert r["label"] == colour, r
+            # re-generate the scene: the label is the drawn object's, bytes and all
+            obj = world.zeroshot_object(w, rng, attr, i)
+            assert world.render([obj], 32, rng) == path.read_bytes()
+            assert obj.color == colour and getattr(obj, attr) == r["label"]
+            assert r["heldout_composition"] == ((obj.color, obj.shape) in held)
+            assert (fill == 1.0) == (obj.shape == "square"), (r, fill)  # only a square fills its box
+            if obj.shape == "circle":
+                assert fill > 0.7, (r, fill)
