@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupShuffleSplit
 
-from eval.stats import choice_hits
+from eval.stats import bootstrap_ci, choice_hits
 
 RECALL_AT = (1, 5, 10)
 
@@ -186,6 +186,7 @@ def retrieval_metrics(I: ArrayLike, T: ArrayLike,
     collapsed text encoder scores chance (i2t R@1 = 1/num_unique_captions), not 1. Without
     ties and repeats this is open_clip's definition.
 
+    R@1 comes with a 95% percentile bootstrap interval over queries (`*_r1_ci95_low/high`).
     Also returns i2t_r1_chance = 1/num_unique_captions, t2i_r1_chance = mean over captions of
     (#images / N) (which equals 1/num_unique_captions, as the groups partition the images) and
     num_unique_captions.
@@ -215,6 +216,8 @@ def retrieval_metrics(I: ArrayLike, T: ArrayLike,
         hits, ranks = _tie_aware_ranks(s, truth)
         for col, k in enumerate(RECALL_AT):
             out[f"{name}_r{k}"] = float(hits[:, col].mean())
+        # queries are the sampling unit: a percentile bootstrap over them
+        out[f"{name}_r1_ci95_low"], out[f"{name}_r1_ci95_high"] = bootstrap_ci(hits[:, 0])
         out[f"{name}_mean_rank"] = float(ranks.mean())
         out[f"{name}_median_rank"] = float(np.median(ranks))
     out["i2t_r1_chance"] = 1.0 / n_caps

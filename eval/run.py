@@ -201,8 +201,11 @@ def _cell(results: dict[str, Any], name: str) -> str:
     task = results.get(sec, {})
     if key not in task:
         return ""
-    low, high = task.get(key.replace("acc", "ci95_low", 1)), task.get(key.replace("acc", "ci95_high", 1))
-    if key.startswith("acc") and low is not None:
+    if key.startswith("acc"):
+        low, high = task.get(key.replace("acc", "ci95_low", 1)), task.get(key.replace("acc", "ci95_high", 1))
+    else:
+        low, high = task.get(f"{key}_ci95_low"), task.get(f"{key}_ci95_high")
+    if low is not None:
         return f"{task[key]:.3f} [{low:.3f}, {high:.3f}]"
     return f"{task[key]:.3f}"
 

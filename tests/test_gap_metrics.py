@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupShuffleSplit
 
 from eval import gap_metrics as gm
+from eval.stats import bootstrap_ci
 
 
 def _emb(n=12, d=6, seed=0):
@@ -174,6 +175,10 @@ def test_retrieval_without_ties_is_open_clip():
             assert r[f"{name}_r{k}"] == pytest.approx(np.mean([rk <= k for rk in ranks]), abs=1e-12)
         assert r[f"{name}_mean_rank"] == pytest.approx(np.mean(ranks))
         assert r[f"{name}_median_rank"] == pytest.approx(np.median(ranks))
+        # R@1's interval: a percentile bootstrap over the queries' hit indicators
+        low, high = bootstrap_ci(np.array([rk <= 1 for rk in ranks], dtype=float))
+        assert (r[f"{name}_r1_ci95_low"], r[f"{name}_r1_ci95_high"]) == pytest.approx((low, high))
+        assert low < r[f"{name}_r1"] < high
     assert 0.2 < r["i2t_r1"] < r["i2t_r5"] < r["i2t_r10"] < 1  # not degenerate
 
 
@@ -309,7 +314,7 @@ REPORT_KEYS = {
     "rank_image", "rank_text", "effective_rank_image", "effective_rank_text",
     "pca_top1_image", "pca_top1_text", "pca_95_components_image", "pca_95_components_text",
     *(f"{d}_{m}" for d in ("i2t", "t2i")
-      for m in ("r1", "r5", "r10", "mean_rank", "median_rank", "r1_chance")),
+      for m in ("r1", "r5", "r10", "mean_rank", "median_rank", "r1_chance", "r1_ci95_low", "r1_ci95_high")),
     "num_unique_captions",
 }
 
