@@ -2,9 +2,9 @@
 
     python -m eval.compare runs/* [--out table.md] [--csv table.csv] [--plot table.png]
 
-Reads each run's `results.json` and `run_config.json`. The columns that describe a run
-(model type, curriculum, text pretraining, loss weights, word budget, seed) are the ones the
-study's questions vary; only those that differ between the runs are shown. Runs that differ
+Reads each run's `results.json` and `run_config.json`. Every config field that changes what a
+run learns (model type, curriculum, text pretraining, loss weights, word budget, sizes, rates,
+...) describes its condition; only the fields that differ between the runs are shown. Runs that differ
 only in seed are one condition: its scores are reported as mean ± standard deviation (ddof 1)
 over its seeds, with the number of seeds.
 """
@@ -33,6 +33,9 @@ SETTINGS = {
     "word_budget": ("data", "word_budget"),
     "seed": ("train", "seed"),
 }
+# config fields that do not change what a run learns; every other field separates conditions
+NOT_A_CONDITION = {"seed", "output_dir", "overwrite_output_dir", "run_eval", "report_to", "logging_steps",
+                   "eval_steps", "eval_gap_pairs", "eval_batch_size", "use_cpu", "data_dir"}
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -46,20 +49,26 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
         config, results = json.loads(cfg.read_text()), json.loads(res.read_text())
         row = {"run": d.name}
         row.update({k: config[s][f] for k, (s, f) in SETTINGS.items()})
+        listed = set(SETTINGS.values())
+        row.update({f: v for s, section in config.items() for f, v in section.items()
+                    if (s, f) not in listed and f not in NOT_A_CONDITION})
         row.update(results.get("summary", {}))
         rows.append(row)
         chance.update({c: v for c in SUMMARY if (v := chance_of(results, c)) is not None})
     if not rows:
         raise ValueError("no run had results.json and run_config.json")
     df = pd.DataFrame(rows).set_index("run")
-    varying = [c for c in SETTINGS if c in df and df[c].nunique() > 1]
-    return df[varying + [c for c in df.columns if c not in SETTINGS]], chance
+    varying = [c for c in df.columns if c not in SUMMARY and df[c].astype(str).nunique() > 1]
+    out = df[varying + [c for c in df.columns if c in SUMMARY]]
+    out.attrs["settings"] = varying
+    return out, chance
 
 
 def by_condition(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and seed count of every score per condition (runs equal but for the seed)."""
-    conds = [c for c in df.columns if c in SETTINGS and c != "seed"]
-    scores = [c for c in df.columns if c not in SETTINGS]
+    settings = df.attrs.get("settings", [c for c in df.columns if c in SETTINGS])
+    conds = [c for c in settings if c != "seed"]
+    scores = [c for c in df.columns if c not in settings]
     keys = df[conds].astype(str).agg(", ".join, axis=1) if conds else pd.Series("all runs", index=df.index)
     grouped = df[scores].groupby(keys.rename("condition"), sort=False)
     out = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1)}, axis=1)
@@ -71,7 +80,7 @@ def condition_table(agg: pd.DataFrame, chance: dict[str, float]) -> str:
     """Markdown: `mean ± std` per score and condition, then chance."""
     scores = list(agg["mean"].columns)
     cells = pd.DataFrame(index=agg.index)
-    cells["seeds"] = agg[("n", "seeds")]
+    cells["seeds"] = agg[("n", "seeds")].astype(object)
     for c in scores:
         m, s = agg[("mean", c)], agg[("std", c)]
         cells[c] = [f"{a:.3f} ± {b:.3f}" if pd.notna(b) else f"{a:.3f}" for a, b in zip(m, s, strict=True)]

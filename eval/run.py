@@ -121,6 +121,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
     results: dict[str, Any] = {"meta": {"run_dir": str(run_dir), "data_dir": str(data_dir)}}
     predictions = run_dir / "predictions"
     predictions.mkdir(exist_ok=True)
+    (run_dir / "submission.json.gz").unlink(missing_ok=True)  # never beside newer scores
     submitted: dict[str, Records] = {}
     with tempfile.TemporaryDirectory(prefix="babymm-tasks-") as work, torch.no_grad():
         all_tasks = _tasks(run_dir, eval_dir, Path(work), batch_size)
@@ -135,9 +136,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
                 metrics, records = fn()
             except TaskSkipped as e:
                 results[name] = {"skipped": str(e)}
+                (predictions / f"{name}.jsonl").unlink(missing_ok=True)  # an older run's
                 print(f"[eval] {name}: skipped, {e}", file=sys.stderr)
             except Exception as e:  # noqa: BLE001 - one task's failure must not lose the others
                 results[name] = {"error": f"{type(e).__name__}: {e}"}
+                (predictions / f"{name}.jsonl").unlink(missing_ok=True)
                 print(f"[eval] {name}: FAILED, {type(e).__name__}: {e}", file=sys.stderr)
                 traceback.print_exc()
             else:

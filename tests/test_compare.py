@@ -1,0 +1,110 @@
+"""`eval.compare` on fake run directories: per-condition mean and s.d. over seeds, the tables
+and the plot. The expected numbers are worked out by hand from the scores chosen here."""
+
+import json
+import math
+
+import pytest
+
+from babymm.config import parse_config
+from eval import compare
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# (name, flags, Winoground, BLiMP); two conditions, differing only in a loss weight
+RUNS = [
+    ("gap-s0", ["--seed", "0"], 0.5, 0.60),
+    ("gap-s1", ["--seed", "1"], 0.6, 0.62),
+    ("gap-s2", ["--seed", "2"], 0.7, 0.64),
+    ("clip-s0", ["--seed", "0", "--uniform_weight", "0"], 0.40, 0.70),
+    ("clip-s1", ["--seed", "1", "--uniform_weight", "0"], 0.50, 0.70),
+]
+# by hand: gap Winoground mean 0.6, s.d. sqrt((0.01 + 0 + 0.01) / 2) = 0.1;
+#          gap BLiMP 0.62, s.d. sqrt((0.0004 + 0 + 0.0004) / 2) = 0.02;
+#          clip Winoground 0.45, s.d. sqrt((0.0025 + 0.0025) / 1) = 0.0707107; BLiMP 0.70, s.d. 0
+EXPECTED = {3: {"Winoground": (0.6, 0.1), "BLiMP": (0.62, 0.02)},
+            2: {"Winoground": (0.45, math.sqrt(0.005)), "BLiMP": (0.70, 0.0)}}
+
+
+def make_run(root, name, flags, wino, blimp, with_results=True):
+    d = root / name
+    d.mkdir()
+    cfg = parse_config(["--output_dir", str(d), *flags]).to_dict()
+    (d / "run_config.json").write_text(json.dumps(cfg))
+    if with_results:
+        results = {"summary": {"Winoground": wino, "BLiMP": blimp},
+                   "winoground": {"acc": wino, "n": 100}, "blimp": {"acc": blimp, "n": 1000}}
+        (d / "results.json").write_text(json.dumps(results))
+    return d
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [make_run(tmp_path, *r) for r in RUNS]
+
+
+def test_by_condition_mean_std_and_seeds(runs):
+    df, chance = compare.load_runs(runs)
+    assert list(df.index) == [name for name, *_ in RUNS]
+    assert chance["Winoground"] == 0.5 and chance["BLiMP"] == 0.5
+    agg = compare.by_condition(df)
+    assert len(agg) == 2  # the loss weight separates the conditions; the seed does not
+    assert sorted(agg[("n", "seeds")]) == [2, 3]
+    for _, row in agg.iterrows():
+        for score, (mean, std) in EXPECTED[row[("n", "seeds")]].items():
+            assert row[("mean", score)] == pytest.approx(mean, abs=1e-12)
+            assert row[("std", score)] == pytest.approx(std, abs=1e-12)
+
+
+def test_single_seed_condition_has_no_spread(tmp_path):
+    runs = [make_run(tmp_path, "a-s0", ["--seed", "0"], 0.55, 0.6),
+            make_run(tmp_path, "b-s0", ["--seed", "0", "--align_weight", "0"], 0.45, 0.6)]
+    agg = compare.by_condition(compare.load_runs(runs)[0])
+    assert list(agg[("n", "seeds")]) == [1, 1]
+    assert agg[("std", "Winoground")].isna().all()
+    assert sorted(agg[("mean", "Winoground")]) == pytest.approx([0.45, 0.55])
+
+
+def test_main_writes_markdown_csv_and_png(runs, tmp_path, capsys):
+    no_results = make_run(tmp_path, "crashed-s3", ["--seed", "3"], 0.0, 0.0, with_results=False)
+    md, csv, png = tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.png"
+    rc = compare.main([*map(str, runs), str(no_results), "--out", str(md), "--csv", str(csv),
+                       "--plot", str(png)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "crashed-s3" in err
+    text = md.read_text()
+    assert "0.600 ± 0.100" in text and "0.620 ± 0.020" in text
+    assert "0.450 ± 0.071" in text and "0.700 ± 0.000" in text
+    assert "crashed-s3" not in text
+    rows = csv.read_text().splitlines()
+    assert rows[0].split(",")[0] == "run" and len(rows) == 1 + len(RUNS)
+    assert {r.split(",")[0] for r in rows[1:]} == {name for name, *_ in RUNS}
+    cond = csv.with_name("t_conditions.csv")
+    assert cond.exists() and "0.6" in cond.read_text()
+    data = png.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1000
+
+
+def test_no_run_with_results_is_an_error(tmp_path, capsys):
+    d = make_run(tmp_path, "empty-s0", ["--seed", "0"], 0.0, 0.0, with_results=False)
+    assert compare.main([str(d)]) == 2
+    assert "no run had results.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--uniform_weight", "--align_weight", "--xuniform_weight",
+                                  "--clip_weight", "--text_weight", "--caption_weight", "--learning_rate"])
+def test_every_loss_weight_separates_conditions(tmp_path, flag):
+    runs = [make_run(tmp_path, f"{w}-s{s}", ["--seed", str(s), flag, w], 0.5 + 0.1 * s, 0.6)
+            for w in ("0.5", "2.0") for s in (0, 1)]
+    agg = compare.by_condition(compare.load_runs(runs)[0])
+    assert list(agg[("n", "seeds")]) == [2, 2]
+    assert list(agg[("mean", "Winoground")]) == pytest.approx([0.55, 0.55])
+
+
+def test_runs_sharing_a_seed_are_never_one_condition(tmp_path):
+    """Two seed-0 runs of different model sizes are two conditions, not one of two seeds."""
+    runs = [make_run(tmp_path, "small-s0", ["--seed", "0"], 0.5, 0.6),
+            make_run(tmp_path, "big-s0", ["--seed", "0", "--hidden_size", "256"], 0.7, 0.6)]
+    agg = compare.by_condition(compare.load_runs(runs)[0])
+    assert list(agg[("n", "seeds")]) == [1, 1]

@@ -1,0 +1,389 @@
+"""`eval.run` end to end: the features path, one task failing alone, the BabyLM submission
+file, the tie rule through lm-eval, and the gap metrics logged during training.
+
+Every evaluation here runs on a small subset of the tiny world's eval sets (a few items per
+file), so that the expected numbers can be recomputed item by item, naively, in the test.
+"""
+
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from babymm import train
+from babymm.config import TrainArguments
+from babymm.images import load_image
+from babymm.models import MultimodalConfig, build_model, load_model
+from babymm.models.base import MULTIMODAL_CONFIG
+from babymm.vision import VisionConfig
+from eval import run as eval_run
+from eval.gap_metrics import centroid_distance
+from eval.lm_adapter import BabymmLM
+from eval.text_tasks import SUITES, score_suite
+from tests.conftest import TINY_MODEL, TINY_TRAIN
+
+# per text suite, the first 7, 10 and 13 lines of its first three files: unequal sizes, so the
+# mean over subtasks (how BLiMP is reported) differs from the mean over items
+N_TEXT = (7, 10, 13)
+N_IMAGE_ITEMS = 12  # Winoground and VQA items
+N_PAIRS = 24  # held-out caption pairs
+N_ZEROSHOT = 5  # lines per zero-shot file
+FEATURE_DIM = 8
+RUN_OUTPUTS = ("predictions", "results.json", "results.md", "submission.json.gz", "gap_over_training.png")
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _copy_images(src_dir, dst_dir, rels):
+    for rel in rels:
+        (dst_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src_dir / rel, dst_dir / rel)
+
+
+def subset_eval(world, dst):
+    """A data dir whose eval/ holds the first few items of every eval set of `world`."""
+    src, out = world / "eval", dst / "eval"
+    for suite in SUITES:
+        for f, n in zip(sorted((src / suite).glob("*.jsonl")), N_TEXT, strict=False):
+            _write_jsonl(out / suite / f.name, _jsonl(f)[:n])
+    wino = _jsonl(src / "winoground" / "winoground.jsonl")[:N_IMAGE_ITEMS]
+    _write_jsonl(out / "winoground" / "winoground.jsonl", wino)
+    _copy_images(src / "winoground", out / "winoground", [f"images/{it['image_key']}.png" for it in wino])
+    vqa = json.loads((src / "vqa" / "vqa.json").read_text())[:N_IMAGE_ITEMS]
+    (out / "vqa").mkdir(parents=True)
+    (out / "vqa" / "vqa.json").write_text(json.dumps(vqa, indent=1))
+    _copy_images(src / "vqa", out / "vqa", [f"images/{it['image_id']}.png" for it in vqa])
+    pairs = _jsonl(src / "captions" / "heldout.jsonl")[:N_PAIRS]
+    _write_jsonl(out / "captions" / "heldout.jsonl", pairs)
+    _copy_images(src / "captions", out / "captions", [it["image"] for it in pairs])
+    for f in sorted((src / "zeroshot").glob("*.jsonl")):
+        rows = _jsonl(f)[:N_ZEROSHOT]
+        _write_jsonl(out / "zeroshot" / f.name, rows)
+        _copy_images(src / "zeroshot", out / "zeroshot", [r["image"] for r in rows])
+    return dst
+
+
+def copy_run(run_dir, dst):
+    """The saved model, tokenizer and logs of a run, without its eval outputs."""
+    shutil.copytree(run_dir, dst, ignore=shutil.ignore_patterns(*RUN_OUTPUTS))
+    return dst
+
+
+def sentence_logprob(decoder, tok, text):
+    """log P(text | BOS) from the decoder alone, one sentence, no batching or padding."""
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.bos_token_id
+    with torch.no_grad():
+        logits = decoder(input_ids=torch.tensor([ids])).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    return sum(logp[i - 1, ids[i]].item() for i in range(1, len(ids)))
+
+
+def caption_logprob(model, tok, image_input, text):
+    """log P(text | image, BOS) from `caption_logits`, one item: image_input is [D] or [3, S, S]."""
+    ids = tok(text)["input_ids"]
+    with torch.no_grad():
+        tokens = model.vision(torch.as_tensor(image_input)[None])
+        logits = model.caption_logits(tokens, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    return sum(logp[i - 1, ids[i]].item() for i in range(1, len(ids)))
+
+
+def predictions(run_dir, task):
+    """predictions/<task>.jsonl as {(subtask, id): record}."""
+    return {(r["subtask"], r["id"]): r for r in _jsonl(run_dir / "predictions" / f"{task}.jsonl")}
+
+
+def read_results(run_dir):
+    return json.loads((run_dir / "results.json").read_text())
+
+
+# -- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def eval_data(tiny_world, tmp_path_factory):
+    return subset_eval(tiny_world, tmp_path_factory.mktemp("evalsubset"))
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_run, eval_data, tmp_path_factory):
+    """A copy of the tiny run scored on the subset, with the submission file."""
+    run_dir = copy_run(tiny_run, tmp_path_factory.mktemp("scored") / "run")
+    results = eval_run.evaluate_run(run_dir, eval_data, batch_size=7, submission=True)
+    return run_dir, results
+
+
+# -- 1. a run on precomputed features --------------------------------------------------------
+def test_features_run_skips_then_scores_by_feature_id(tiny_run, eval_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(eval_data / "eval", data / "eval")
+    cfg = MultimodalConfig.from_dict(json.loads((tiny_run / MULTIMODAL_CONFIG).read_text()))
+    cfg.vision = VisionConfig(kind="features", width=cfg.vision.width, feature_dim=FEATURE_DIM)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    run_dir = tmp_path / "features-run"
+    run_dir.mkdir()
+    model.save_pretrained(run_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_run)
+    tok.save_pretrained(run_dir)
+
+    results = eval_run.evaluate_run(run_dir, data, batch_size=5)
+
+    # BLiMP is scored on the text decoder, item for item as a naive log-prob comparison
+    blimp_files = sorted((data / "eval" / "blimp").glob("*.jsonl"))
+    assert blimp_files
+    recs = predictions(run_dir, "blimp")
+    sub_accs = []
+    for f in blimp_files:
+        hits = []
+        for i, it in enumerate(_jsonl(f)):
+            good = sentence_logprob(model.decoder, tok, it["sentence_good"])
+            bad = sentence_logprob(model.decoder, tok, it["sentence_bad"])
+            assert recs[(f.stem, f"{f.stem}_{i}")]["scores"] == pytest.approx([good, bad], abs=1e-3)
+            hits.append(good > bad)
+        assert results["blimp"]["subtasks"][f.stem]["acc"] == pytest.approx(np.mean(hits))
+        sub_accs.append(np.mean(hits))
+    assert results["blimp"]["acc"] == pytest.approx(np.mean(sub_accs))
+    assert results["blimp"]["n"] == sum(len(_jsonl(f)) for f in blimp_files)
+    # every image task is skipped, saying which file is missing
+    for task in ("winoground", "vqa", "zeroshot", "embeddings"):
+        assert set(results[task]) == {"skipped"}, (task, results[task])
+        assert "features.npy" in results[task]["skipped"], (task, results[task])
+    assert "Winoground" not in results["summary"] and "BLiMP" in results["summary"]
+
+    # features for the Winoground images, rows shuffled, aligned by feature_ids.json
+    wino_dir = data / "eval" / "winoground"
+    items = _jsonl(wino_dir / "winoground.jsonl")
+    keys = [f"images/{it['image_key']}.png" for it in items]
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((len(items), FEATURE_DIM)).astype(np.float32)  # row i: item i
+    perm = rng.permutation(len(items))
+    assert (perm != np.arange(len(items))).sum() >= len(items) // 2
+    np.save(wino_dir / "features.npy", feats[perm])
+    (wino_dir / "feature_ids.json").write_text(json.dumps([keys[p] for p in perm]))
+
+    results = eval_run.evaluate_run(run_dir, data, batch_size=5, tasks=["winoground"])
+
+    own = np.array([[caption_logprob(model, tok, feats[i], it[c]) for c in ("caption_0", "caption_1")]
+                    for i, it in enumerate(items)])
+    nxt = np.array([[caption_logprob(model, tok, feats[(i + 1) % len(items)], it[c])
+                     for c in ("caption_0", "caption_1")] for i, it in enumerate(items)])
+    assert np.abs(own - nxt).max() > 1e-3  # which row an item reads changes its scores
+    recs = predictions(run_dir, "winoground")
+    for i in range(len(items)):
+        assert recs[("winoground", f"winoground_{i}")]["scores"] == pytest.approx(own[i], abs=1e-3)
+    assert results["winoground"]["n"] == len(items)
+    assert results["winoground"]["acc"] == pytest.approx(np.mean(own[:, 0] > own[:, 1]))
+    assert results["winoground"]["acc_shuffled_images"] == pytest.approx(np.mean(nxt[:, 0] > nxt[:, 1]))
+
+    # one image without features: Winoground fails, naming it; BLiMP is still written
+    gone = keys[3]
+    j = [keys[p] for p in perm].index(gone)
+    np.save(wino_dir / "features.npy", np.delete(feats[perm], j, axis=0))
+    (wino_dir / "feature_ids.json").write_text(json.dumps([keys[p] for p in perm if keys[p] != gone]))
+    results = eval_run.evaluate_run(run_dir, data, batch_size=5, tasks=["blimp", "winoground"])
+    on_disk = read_results(run_dir)
+    assert set(on_disk["winoground"]) == {"error"} and gone in on_disk["winoground"]["error"]
+    assert on_disk["blimp"]["acc"] == pytest.approx(np.mean(sub_accs))
+    assert results["winoground"] == on_disk["winoground"]
+
+
+# -- 2. one task's failure stays alone -------------------------------------------------------
+def test_corrupt_vqa_fails_alone(tiny_run, eval_data, scored, tmp_path):
+    ref_dir, ref = scored
+    data = tmp_path / "data"
+    shutil.copytree(eval_data / "eval", data / "eval")
+    vqa = data / "eval" / "vqa" / "vqa.json"
+    text = vqa.read_text()
+    vqa.write_text(text[: len(text) // 2])  # cut mid-record
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+
+    rc = eval_run.main(["--run_dir", str(run_dir), "--data_dir", str(data), "--batch_size", "7"])
+
+    assert rc == 1
+    res = read_results(run_dir)
+    assert set(res["vqa"]) == {"error"} and "JSONDecodeError" in res["vqa"]["error"]
+    assert "VQA" not in res["summary"]
+    assert not (run_dir / "predictions" / "vqa.jsonl").exists()
+    assert res["blimp"]["n"] == ref["blimp"]["n"] and res["winoground"]["n"] == ref["winoground"]["n"] == N_IMAGE_ITEMS
+    assert res["blimp"]["acc"] == ref["blimp"]["acc"]
+    assert res["zeroshot"]["acc_likelihood"] == ref["zeroshot"]["acc_likelihood"]
+    assert res["winoground"]["acc"] == ref["winoground"]["acc"]
+    assert res["winoground"]["acc_shuffled_images"] == ref["winoground"]["acc_shuffled_images"]
+    assert res["embeddings"]["centroid_distance"] == pytest.approx(ref["embeddings"]["centroid_distance"])
+    assert res["summary"]["BLiMP"] == ref["summary"]["BLiMP"]
+    # the reference itself scored VQA, so the failure is the corruption's
+    assert ref["vqa"]["n"] == N_IMAGE_ITEMS and "error" not in ref["vqa"]
+
+
+# -- 3. the BabyLM submission file -----------------------------------------------------------
+def _source_items(eval_dir, task):
+    """{subtask: [(options, correct option), ...]} read from the source files."""
+    if task in ("blimp", "blimp_supplement"):
+        return {f.stem: [([it["sentence_good"], it["sentence_bad"]], it["sentence_good"]) for it in _jsonl(f)]
+                for f in sorted((eval_dir / task).glob("*.jsonl"))}
+    if task == "ewok":
+        return {f.stem: [([it["Target1"], it["Target2"]], it["Target1"]) for it in _jsonl(f)]
+                for f in sorted((eval_dir / task).glob("*.jsonl"))}
+    if task == "winoground":
+        return {"winoground": [([it["caption_0"], it["caption_1"]], it["caption_0"])
+                               for it in _jsonl(eval_dir / "winoground" / "winoground.jsonl")]}
+    assert task == "vqa"
+    items = json.loads((eval_dir / "vqa" / "vqa.json").read_text())
+    return {"vqa": [([it["target_ans"], *it["distractors"]], it["target_ans"]) for it in items]}
+
+
+def test_submission_file(scored, eval_data):
+    run_dir, results = scored
+    eval_dir = eval_data / "eval"
+    with gzip.open(run_dir / "submission.json.gz", "rt", encoding="utf-8") as f:
+        sub = json.load(f)
+    expected = {"blimp", "winoground", "vqa"} | ({"ewok"} if (eval_dir / "ewok").is_dir() else set())
+    assert set(sub) == expected
+    for task in sorted(expected):
+        source = _source_items(eval_dir, task)
+        assert set(sub[task]) == set(source), task
+        recs = predictions(run_dir, task)
+        sub_accs = []
+        for subtask, items in source.items():
+            preds = sub[task][subtask]["predictions"]
+            assert [p["id"] for p in preds] == [f"{subtask}_{i}" for i in range(len(items))]
+            assert all(set(p) == {"id", "pred"} and isinstance(p["pred"], str) for p in preds)
+            hits = []
+            for p, (options, correct) in zip(preds, items, strict=True):
+                rec = recs[(subtask, p["id"])]
+                assert p["pred"] in options, (task, p)
+                assert rec["pred"] == p["pred"] and rec["target"] == correct
+                assert len(rec["scores"]) == len(options)
+                assert rec["scores"][options.index(p["pred"])] == max(rec["scores"]), (task, rec)
+                others = [s for o, s in zip(options, rec["scores"], strict=True) if o != correct]
+                if rec["scores"][options.index(correct)] > max(others) + 1e-4:
+                    assert p["pred"] == correct
+                assert rec["hit"] == (p["pred"] == correct)
+                hits.append(p["pred"] == correct)
+            sub_accs.append(np.mean(hits))
+        # the submission's picks are the ones the reported accuracy counts
+        assert results[task]["acc"] == pytest.approx(np.mean(sub_accs)), task
+
+
+# -- 4. ties are not hits, end to end through lm-eval ----------------------------------------
+def test_identical_blimp_pair_is_never_a_hit(tiny_run, tiny_world, tmp_path):
+    src = sorted((tiny_world / "eval" / "blimp").glob("*.jsonl"))[0]
+    rows = [{**it, "sentence_bad": it["sentence_good"]} for it in _jsonl(src)[:6]]
+    _write_jsonl(tmp_path / "blimp" / "tied.jsonl", rows)
+    lm = BabymmLM.from_pretrained(tiny_run, batch_size=4)
+
+    metrics, records = score_suite(lm, "blimp", tmp_path / "blimp", tmp_path / "work")
+
+    assert metrics["acc"] == 0.0 and metrics["n"] == 6
+    assert metrics["subtasks"]["tied"]["acc"] == 0.0
+    assert len(records["tied"]) == 6
+    for r, it in zip(records["tied"], rows, strict=True):
+        assert r["scores"][0] == r["scores"][1] and r["scores"][0] < 0
+        assert r["pred"] == it["sentence_good"] and r["hit"] is False
+
+
+# -- 5. the modality gap logged during training ----------------------------------------------
+def _flag(flags, name):
+    return int(flags[flags.index(name) + 1])
+
+
+def _rows(run_dir):
+    return _jsonl(run_dir / "metrics.jsonl")
+
+
+def _gap_steps(rows):
+    return [r["step"] for r in rows if any(k.startswith("eval/gap/") for k in r)]
+
+
+def _train_rows(rows):
+    return [{k: v for k, v in r.items() if k != "train/steps_per_s"} for r in rows if "train/loss" in r]
+
+
+@pytest.fixture(scope="module")
+def probed_runs(tiny_world, tmp_path_factory):
+    """Two fresh tiny runs, the gap probe every 5 steps on 64 pairs and the probe off."""
+    root = tmp_path_factory.mktemp("probed")
+    common = ["--data_dir", str(tiny_world), "--curriculum", "length", *TINY_MODEL, *TINY_TRAIN,
+              "--run_eval", "false"]
+    assert train.main([*common, "--output_dir", str(root / "every5"), "--eval_steps", "5",
+                       "--eval_gap_pairs", "64"]) == 0
+    assert train.main([*common, "--output_dir", str(root / "off"), "--eval_steps", "0"]) == 0
+    return root / "every5", root / "off"
+
+
+def test_gap_rows_at_first_every_and_last_step(tiny_run, probed_runs):
+    text, mm = _flag(TINY_TRAIN, "--text_pretrain_steps"), _flag(TINY_TRAIN, "--multimodal_steps")
+    assert (text, mm) == (8, 12)  # the expected steps below are written out for these
+    assert TrainArguments().eval_steps > mm  # the tiny run's default: only first and last
+    assert _gap_steps(_rows(tiny_run)) == [8, 20]
+    every5, off = probed_runs
+    assert _gap_steps(_rows(every5)) == [8, 13, 18, 20]
+    assert _gap_steps(_rows(off)) == []
+    gap = [r for r in _rows(every5) if "eval/gap/centroid_distance" in r]
+    assert all({"eval/gap/linear_separability", "eval/gap/matched_cosine"} <= set(r) for r in gap)
+    assert len({r["eval/gap/centroid_distance"] for r in gap}) > 1  # measured with changing weights
+
+
+def test_logged_centroid_distance_matches_saved_model(tiny_world, probed_runs):
+    run_dir = probed_runs[0]
+    cfg = json.loads((run_dir / "run_config.json").read_text())
+    n = cfg["train"]["eval_gap_pairs"]
+    assert n == 64
+    model, tok = load_model(run_dir).eval(), AutoTokenizer.from_pretrained(run_dir)
+    pairs_dir = tiny_world / "eval" / "captions"
+    pairs = _jsonl(pairs_dir / "heldout.jsonl")
+    size = model.config.vision.image_size
+
+    def embed(items):
+        images = torch.from_numpy(np.stack([load_image(pairs_dir / it["image"], size) for it in items]))
+        with torch.no_grad():
+            image_emb = model.embed_images(images)
+            text_emb = []
+            for it in items:  # BOS + caption + EOS, one caption at a time, no padding
+                ids = (tok(it["caption"])["input_ids"] + [tok.eos_token_id])[:40]
+                text_emb.append(model.embed_texts(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)))
+        return image_emb, torch.cat(text_emb)
+
+    logged = [r for r in _rows(run_dir) if "eval/gap/centroid_distance" in r][-1]
+    assert logged["step"] == 20
+    mine = centroid_distance(*embed(pairs[:n]))
+    assert logged["eval/gap/centroid_distance"] == pytest.approx(mine, abs=1e-4)
+    # the sample size is the one configured: twice as many pairs give another distance
+    assert abs(centroid_distance(*embed(pairs[: 2 * n])) - logged["eval/gap/centroid_distance"]) > 1e-4
+
+
+def test_probe_does_not_change_training(tiny_run, probed_runs):
+    every5, off = probed_runs
+    losses = _train_rows(_rows(off))
+    assert [r["step"] for r in losses] == [4, 8, 12, 16, 20]
+    assert _train_rows(_rows(every5)) == losses
+    assert _train_rows(_rows(tiny_run)) == losses  # probe at first and last step only
+    # and the saved weights are the same
+    a = AutoModelForCausalLM.from_pretrained(every5).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(off).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_steps_without_heldout_pairs_stops_before_training(tiny_world, tmp_path, capsys):
+    data = tmp_path / "world"
+    shutil.copytree(tiny_world, data, ignore=shutil.ignore_patterns("eval"))
+    out = tmp_path / "run"
+    rc = train.main(["--data_dir", str(data), "--output_dir", str(out), "--curriculum", "length",
+                     *TINY_MODEL, *TINY_TRAIN, "--eval_steps", "5", "--run_eval", "false"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--eval_steps" in err
+    assert str(data / "eval" / "captions" / "heldout.jsonl") in err
+    assert not (out / "metrics.jsonl").exists() and not (out / "model.safetensors").exists()
