@@ -7,7 +7,8 @@ the same with plain CLIP (`--uniform_weight 0 --align_weight 0`), on the built-i
 Each run trains through `accelerate launch babymm/train.py` (skipped when its model is already
 saved; `--retrain` forces it), is then scored by `python -m eval.run`, and
 `python -m eval.compare` writes the tables: `OUT/reproduce.md` (with the machine and the
-commands), `OUT/reproduce.csv`, `OUT/reproduce.png`, and each run's `gap_over_training.png`.
+commands), `OUT/reproduce.csv`, `OUT/reproduce.png` (scores) and `OUT/reproduce_gap.png` (the gap during
+training, per row).
 """
 
 from __future__ import annotations
@@ -49,6 +50,35 @@ def machine() -> str:
             f"{torch.get_num_threads()} threads")
 
 
+def plot_gap_curves(runs: dict[str, list[Path]], path: Path) -> None:
+    """The gap metrics logged during training (`eval/gap/*`), mean ± s.d. over seeds, per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    keys = ["centroid_distance", "linear_separability", "matched_cosine", "uniformity_cross"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2))
+    for row, dirs in runs.items():
+        frames = []
+        for d in dirs:
+            rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            frames.append(pd.DataFrame([r for r in rows if "eval/gap/centroid_distance" in r]).set_index("step"))
+        for ax, k in zip(axes, keys, strict=True):
+            values = pd.concat([f[f"eval/gap/{k}"] for f in frames], axis=1)
+            mean, std = values.mean(axis=1), values.std(axis=1).fillna(0)
+            ax.plot(mean.index, mean, label=f"{row} ({len(dirs)} seeds)")
+            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.25)
+            ax.set_title(k, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("held-out gap metrics during stage 2 (mean ± s.d. over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -78,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     table = args.out / "reproduce"
     run([sys.executable, "-m", "eval.compare", *map(str, run_dirs), "--out", f"{table}.md.tmp",
          "--csv", f"{table}.csv", "--plot", f"{table}.png"])
+    plot_gap_curves({r: [d for d in run_dirs if d.name.startswith(f"{r}-")] for r in args.rows},
+                    Path(f"{table}_gap.png"))
     body = Path(f"{table}.md.tmp").read_text()
     Path(f"{table}.md.tmp").unlink()
     header = (f"# babymm results, regenerated\n\nCommand: `python scripts/reproduce.py "

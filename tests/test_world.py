@@ -16,7 +16,9 @@ BUDGET = 20_000
 SCALE = 0.1  # eval sets at a tenth of their size keep these tests fast
 SIZES = {k: max(10, round(n * SCALE)) for k, n in world.EVAL_SIZES.items()}  # items per eval file
 BLIMP_FIELDS = {"sentence_good", "sentence_bad", "field", "UID", "linguistics_term", "pair_id"}
-EWOK_FIELDS = {"Context1", "Context2", "Target1", "Target2", "Domain", "TemplateName", "item_id"}
+# ContextType/ContextDiff/TargetDiff: required by the official BabyLM 2025 pipeline's EWoK reader
+EWOK_FIELDS = {"Context1", "Context2", "Target1", "Target2", "Domain", "TemplateName", "item_id",
+               "ContextType", "ContextDiff", "TargetDiff"}
 NEW_BLIMP = ("subject_verb_agreement_long_attractor", "anaphor_agreement", "npi_licensing")
 
 
