@@ -1,7 +1,7 @@
 """Typed run configuration, parsed by `HfArgumentParser` from flags and an optional YAML file.
 
 `--config run.yaml` supplies defaults (keys are the field names below); flags override it.
-The resolved configuration is saved beside the run as `config.json`.
+The resolved configuration is saved beside the run as `run_config.json`.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: in
         log("pipeline", f"{data_dir} holds {old.get('version', 'an older world')}: regenerating it as "
                         f"{world.VERSION} with its own parameters")
         world.generate_world(data_dir, word_budget=old["word_budget"], seed=old["seed"],
-                             image_size=old["image_size"], caption_fraction=old["caption_fraction"])
+                             image_size=old["image_size"], caption_fraction=old["caption_fraction"],
+                             eval_scale=old.get("eval_scale", 1.0))
     ing = ingest.ingest(data_dir, image_size=image_size)
     # the built-in world is checked against the budget it was generated for; real data
     # against BabyLM's 100M-word cap

@@ -106,3 +106,27 @@ def test_no_pretraining_plain_clip_and_random_curriculum(tiny_world, tmp_path):
     assert all(m["train/stage"] == "multimodal" for m in metrics)
     assert "train/uniform_loss" not in metrics[-1] and "train/clip_loss" in metrics[-1]
     assert not (out / "results.json").exists()
+
+
+def test_a_world_of_an_older_version_is_regenerated_with_its_parameters(tmp_path, monkeypatch, capsys):
+    """Eval sets of another world version must never be scored as if they were this one's."""
+    from data_prep import pipeline, world
+
+    d = tmp_path / "world"
+    monkeypatch.setattr(world, "VERSION", "world-0")
+    world.generate_world(d, word_budget=3000, seed=1, eval_scale=0.02)
+    monkeypatch.undo()
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(pipeline.ingest, "ingest", stop)  # the world is all this test is about
+    with pytest.raises(Stop):
+        pipeline.prepare(d, build_world=True, word_budget=500_000)
+    params = json.loads((d / "world.json").read_text())["params"]
+    assert params == {"word_budget": 3000, "seed": 1, "image_size": 32, "caption_fraction": 0.4,
+                      "eval_scale": 0.02, "version": world.VERSION}
+    assert "holds world-0: regenerating it as " + world.VERSION in capsys.readouterr().out
