@@ -236,10 +236,12 @@ def plot_gap_over_training(metrics_jsonl: Path, out: Path) -> bool:
     import matplotlib.pyplot as plt
 
     df = pd.DataFrame(rows).set_index("step")
-    keys = [k for k in df.columns if k.startswith("eval/gap/")]
+    keys = [k for k in df.columns if k.startswith("eval/gap/") and not k.endswith("_std")]
     fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(3.2 * ((len(keys) + 1) // 2), 5.5), squeeze=False)
     for ax, k in zip(axes.flat, keys, strict=False):
         ax.plot(df.index, df[k], marker=".")
+        if f"{k}_std" in df:  # the spread over the separability's splits
+            ax.fill_between(df.index, df[k] - df[f"{k}_std"], df[k] + df[f"{k}_std"], alpha=0.25)
         ax.set_title(k.removeprefix("eval/gap/"), fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
