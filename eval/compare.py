@@ -59,7 +59,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
         raise ValueError("no run had results.json and run_config.json")
     df = pd.DataFrame(rows).set_index("run")
     varying = [c for c in df.columns if c not in SUMMARY and df[c].astype(str).nunique() > 1]
-    out = df[varying + [c for c in df.columns if c in SUMMARY]]
+    out = df[varying + [c for c in SUMMARY if c in df.columns]]
     out.attrs["settings"] = varying
     return out, chance
 
@@ -69,7 +69,8 @@ def by_condition(df: pd.DataFrame) -> pd.DataFrame:
     settings = df.attrs.get("settings", [c for c in df.columns if c in SETTINGS])
     conds = [c for c in settings if c != "seed"]
     scores = [c for c in df.columns if c not in settings]
-    keys = df[conds].astype(str).agg(", ".join, axis=1) if conds else pd.Series("all runs", index=df.index)
+    keys = (df[conds].apply(lambda r: ", ".join(f"{c}={v}" for c, v in r.items()), axis=1) if conds
+            else pd.Series("all runs", index=df.index))
     grouped = df[scores].groupby(keys.rename("condition"), sort=False)
     out = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1)}, axis=1)
     out[("n", "seeds")] = grouped.size()

@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/reproduce"))
     p.add_argument("--out", type=Path, default=Path("results"))
     p.add_argument("--retrain", action="store_true", help="train again even if a run's model is saved")
+    p.add_argument("--skip_eval", action="store_true",
+                   help="keep each run's results.json (only remake the tables and plots)")
     p.add_argument("extra", nargs="*", help="more train.py flags for every run, after --")
     args = p.parse_args(argv)
     if len(args.seeds) < 3:
@@ -103,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 flags = ["--seed", str(seed), "--output_dir", str(out), "--overwrite_output_dir", "true",
                          "--run_eval", "false", *ROWS[row], *args.extra]
                 timings[out.name] = {"train_s": round(run([*launch, "babymm/train.py", *flags]), 1)}
-            t = run([sys.executable, "-m", "eval.run", "--run_dir", str(out)])
-            timings.setdefault(out.name, {})["eval_s"] = round(t, 1)
+            if not (args.skip_eval and (out / "results.json").exists()):
+                t = run([sys.executable, "-m", "eval.run", "--run_dir", str(out)])
+                timings.setdefault(out.name, {})["eval_s"] = round(t, 1)
     table = args.out / "reproduce"
     run([sys.executable, "-m", "eval.compare", *map(str, run_dirs), "--out", f"{table}.md.tmp",
          "--csv", f"{table}.csv", "--plot", f"{table}.png"])
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"# babymm results, regenerated\n\nCommand: `python scripts/reproduce.py "
               f"{shlex.join(argv if argv is not None else sys.argv[1:])}`\n\nMachine: {machine()}\n\n"
               f"Rows: " + "; ".join(f"`{r}` = train.py {shlex.join(ROWS[r]) or '(defaults)'}" for r in args.rows)
-              + f"\n\nSeconds per run (this invocation): `{json.dumps(timings)}`\n\n")
+              + f"\n\nSeconds per run (this invocation): `{json.dumps(timings) if timings else 'none, all trained and scored earlier'}`\n\n")
     Path(f"{table}.md").write_text(header + body)
     print(f"wrote {table}.md, {table}.csv, {table}.png")
     return 0
