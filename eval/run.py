@@ -109,7 +109,8 @@ def _skip(reason: str) -> TaskFn:
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64,
                  submission: bool = False, tasks: list[str] | None = None) -> dict[str, Any]:
-    """Score the run on every task (or `tasks`); returns and writes `results.json`."""
+    """Score the run on every task, or only on `tasks`: then the other tasks' entries of an
+    existing `results.json` are kept as they are. Returns and writes `results.json`."""
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     eval_dir = data_dir / "eval"
     if not eval_dir.is_dir():
@@ -118,7 +119,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     started = time.perf_counter()
-    results: dict[str, Any] = {"meta": {"run_dir": str(run_dir), "data_dir": str(data_dir)}}
+    results: dict[str, Any] = {}
+    if tasks and (run_dir / "results.json").exists():
+        results = json.loads((run_dir / "results.json").read_text())
+    results["meta"] = {"run_dir": str(run_dir), "data_dir": str(data_dir)}
     predictions = run_dir / "predictions"
     predictions.mkdir(exist_ok=True)
     (run_dir / "submission.json.gz").unlink(missing_ok=True)  # never beside newer scores
@@ -183,7 +187,8 @@ def write_submission(path: Path, predictions: dict[str, Records]) -> None:
     with gzip.open(tmp, "wt", encoding="utf-8") as f:
         json.dump(out, f)
     tmp.replace(path)
-    print(f"[eval] wrote {path} ({', '.join(f'{t}: {sum(len(r) for r in s.values())}' for t, s in out.items())})")
+    counts = ", ".join(f"{t}: {sum(len(r['predictions']) for r in s.values())} items" for t, s in out.items())
+    print(f"[eval] wrote {path} ({counts})")
 
 
 def summarize(results: dict[str, Any]) -> dict[str, float]:
@@ -264,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--submission", action="store_true",
                    help="also write submission.json.gz (BabyLM 2024 predictions format)")
-    p.add_argument("--tasks", nargs="+", default=None, help="score only these tasks")
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help="score only these tasks, keeping the others' entries in results.json")
     args = p.parse_args(argv)
+    if args.submission and args.tasks:
+        p.error("--submission needs every task's predictions; leave out --tasks")
     data_dir = args.data_dir
     if data_dir is None:
         cfg_path = args.run_dir / "run_config.json"

@@ -227,6 +227,18 @@ def test_corrupt_vqa_fails_alone(tiny_run, eval_data, scored, tmp_path):
     assert ref["vqa"]["n"] == N_IMAGE_ITEMS and "error" not in ref["vqa"]
 
 
+def test_tasks_rescore_only_those_and_keep_the_rest(tiny_run, eval_data, scored, tmp_path):
+    ref_dir, ref = scored
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    shutil.copy(ref_dir / "results.json", run_dir / "results.json")
+    res = eval_run.evaluate_run(run_dir, eval_data, batch_size=7, tasks=["vqa"])
+    on_disk = read_results(run_dir)
+    assert on_disk["blimp"] == ref["blimp"] and on_disk["summary"]["BLiMP"] == ref["summary"]["BLiMP"]
+    assert res["vqa"]["acc"] == ref["vqa"]["acc"] and on_disk["vqa"]["acc"] == ref["vqa"]["acc"]
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):
+        eval_run.evaluate_run(run_dir, eval_data, tasks=["nope"])
+
+
 # -- 3. the BabyLM submission file -----------------------------------------------------------
 def _source_items(eval_dir, task):
     """{subtask: [(options, correct option), ...]} read from the source files."""
