@@ -20,3 +20,8 @@ def normalize_text(text: str) -> str:
 def count_words(text: str) -> int:
     """Words as BabyLM counts them: whitespace-delimited tokens."""
     return len(text.split())
+
+
+def with_article(phrase: str) -> str:
+    """The phrase with its indefinite article, by its first letter: "an orange star", "a red star"."""
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase

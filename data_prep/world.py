@@ -33,6 +33,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from babymm.text import with_article
 from data_prep.stage import atomic_dir, log, write_json_atomic
 
 VERSION = "world-2"
@@ -78,11 +79,6 @@ MAX_EVAL_SCALE = 4.0
 def eval_sizes(scale: float = 1.0) -> dict[str, int]:
     """Items per eval file at `scale` (rounded, at least MIN_EVAL_ITEMS)."""
     return {k: max(MIN_EVAL_ITEMS, round(n * scale)) for k, n in EVAL_SIZES.items()}
-
-
-def with_article(phrase: str) -> str:
-    """The phrase with its indefinite article: "an orange star", "a red star"."""
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
 @dataclass(frozen=True)

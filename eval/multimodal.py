@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from babymm.data import tokenize_captions
 from babymm.images import load_image
 from babymm.models import MultimodalModel
+from babymm.text import with_article
 from eval.choices import choice_metrics, choice_records
 from eval.gap_metrics import gap_report
 from eval.scoring import continuation_logprobs
@@ -80,10 +81,6 @@ class EvalImages:
             raise ValueError(f"{self.dir / FEATURE_IDS}: no features for image {missing[0]!r} "
                              f"({len(missing)} missing); recompute the eval features")
         return torch.from_numpy(np.stack([np.asarray(self.features[self.row[k]], dtype=np.float32) for k in keys]))
-
-
-def with_article(noun: str) -> str:
-    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
 def _device(model: MultimodalModel) -> torch.device:
@@ -213,7 +210,11 @@ def zero_shot(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Pa
     log P(prompt | image); chance is 1 / classes."""
     metrics: dict[str, Any] = {}
     records: Records = {}
-    for path in sorted(data_dir.glob("*.jsonl")):
+    paths = sorted(data_dir.glob("*.jsonl"))
+    if not paths:
+        raise TaskSkipped(f"no {data_dir}/*.jsonl")
+    load_images = EvalImages(model, data_dir)
+    for path in paths:
         items = read_jsonl(path)
         classes = items[0]["labels"]
         for i, it in enumerate(items):
@@ -221,7 +222,7 @@ def zero_shot(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Pa
                 raise ValueError(f"{path}:{i + 1}: label {it['label']!r} or its class list differs from line 1's")
         target = [classes.index(it["label"]) for it in items]
         heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
-        images = EvalImages(model, data_dir)([it["image"] for it in items])
+        images = load_images([it["image"] for it in items])
         prompts = [t.format(with_article(c)) for c in classes for t in templates]  # class-major
         ids = [f"{path.stem}_{i}" for i in range(len(items))]
         options = [classes] * len(items)
@@ -240,8 +241,6 @@ def zero_shot(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Pa
         metrics[path.stem] = {"chance": 1.0 / len(classes), **choice_metrics(hits_e, heldout, "_embedding"),
                               **choice_metrics(hits_l, heldout, "_likelihood")}
         records[path.stem] = recs
-    if not metrics:
-        raise TaskSkipped(f"no {data_dir}/*.jsonl")
     means = {k: float(np.mean([m[k] for m in metrics.values()]))
              for k in ("acc_embedding", "acc_likelihood", "chance")}  # unweighted over subtasks
     return {**means, "subtasks": metrics}, records
