@@ -1,6 +1,8 @@
 """Typed run configuration, parsed by `HfArgumentParser` from flags and an optional YAML file.
 
-`--config run.yaml` supplies defaults (keys are the field names below); flags override it.
+Four dataclasses: data and training flags (here), the model type's own config class (beside
+its model in `babymm.models`) and the loss flags of its task (`babymm.tasks`). Precedence:
+flags over `--config run.yaml` (keys are field names, flat or by section) over `--preset`.
 The resolved configuration is saved beside the run as `run_config.json`.
 """
 
@@ -15,6 +17,9 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from babymm.models import DEFAULT_PRESET, MODEL_TYPES, PRESETS, DecoderConfig, model_class
+from babymm.tasks import LMLossArguments, task_for
+
 DEFAULT_DATA_DIR = "data/world"
 
 
@@ -24,38 +29,13 @@ class DataArguments:
         "help": "BabyLM-format data directory. The built-in world is generated here if missing."})
     curriculum: str = field(default="length", metadata={
         "help": "Curriculum name (curricula/NAME.yaml) or a path to a YAML spec."})
-    word_budget: int = field(default=500_000, metadata={
-        "help": "Words of the built-in world (text + captions) when it has to be generated."})
+    word_budget: int | None = field(default=None, metadata={
+        "help": "Training words (text + captions) of the built-in world: generated at this size, refused "
+                "if the world in --data_dir has another. Default: the world as it is (500,000 when generated)."})
     image_size: int = field(default=32, metadata={"help": "Images are resized to this square size."})
-    vocab_size: int = field(default=2048, metadata={"help": "Requested SentencePiece vocabulary size."})
+    vocab_size: int = field(default=2048, metadata={"help": "Requested SentencePiece vocabulary size (preset)."})
     block_size: int = field(default=64, metadata={"help": "Tokens per text-only training chunk."})
     max_caption_tokens: int = field(default=40, metadata={"help": "Captions are cut to this many tokens."})
-
-
-@dataclass
-class ModelArguments:
-    model_type: str = field(default="git", metadata={"help": "Model type (see babymm.models.MODEL_TYPES)."})
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 384
-    vision_encoder: str = field(default="conv", metadata={
-        "help": "conv: small CNN on raw pixels, trained from scratch; features: precomputed vectors."})
-    vision_width: int = field(default=128, metadata={"help": "Channels of the vision encoder's tokens."})
-    embed_dim: int = field(default=128, metadata={"help": "Dimension of the contrastive embedding."})
-
-
-@dataclass
-class LossArguments:
-    caption_weight: float = field(default=1.0, metadata={"help": "Captioning LM loss weight."})
-    text_weight: float = field(default=0.25, metadata={"help": "Mixed-in text-only LM loss weight."})
-    clip_weight: float = 1.0
-    uniform_weight: float = field(default=1.0, metadata={"help": "L_Uniform weight; 0 with align 0 = plain CLIP."})
-    align_weight: float = field(default=1.0, metadata={"help": "L_Align weight."})
-    xuniform_weight: float = field(default=0.0, metadata={"help": "L_XUniform weight (CUAXU variant)."})
-    temperature: float = field(default=0.07, metadata={"help": "Initial softmax temperature of the CLIP loss."})
-    learn_temperature: bool = field(default=True, metadata={
-        "help": "Learn the logit scale (clamped at 100) or keep it fixed."})
 
 
 @dataclass
@@ -72,6 +52,9 @@ class TrainArguments:
     warmup_steps: int = 100
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine or constant (after warmup)."})
     max_grad_norm: float = 1.0
+    num_threads: int = field(default=0, metadata={
+        "help": "CPU threads per process; 0: every core for a lone CPU process (`accelerate launch` "
+                "would give it one), what the launcher set for several."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16 (Accelerate autocast)."})
     logging_steps: int = 50
@@ -88,47 +71,81 @@ class TrainArguments:
 
 @dataclass
 class RunConfig:
+    """A run: data, the model type's own config, the loss flags its task honours, training."""
+
     data: DataArguments
-    model: ModelArguments
-    loss: LossArguments
+    model: DecoderConfig
+    loss: LMLossArguments
     train: TrainArguments
+    preset: str = DEFAULT_PRESET
+
+    @property
+    def model_type(self) -> str:
+        return self.model.model_type
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: dataclasses.asdict(getattr(self, k)) for k in ("data", "model", "loss", "train")}
+        return {"data": dataclasses.asdict(self.data),
+                "model": {"model_type": self.model_type, "preset": self.preset, **self.model.flags()},
+                "loss": dataclasses.asdict(self.loss), "train": dataclasses.asdict(self.train)}
 
 
-ARG_CLASSES = (DataArguments, ModelArguments, LossArguments, TrainArguments)
+SECTIONS = ("data", "model", "loss", "train")
 
 
 def parse_config(argv: list[str] | None = None) -> RunConfig:
-    """Flags over an optional `--config FILE.yaml` (flat keys, or nested by section)."""
+    """Flags over an optional `--config FILE.yaml` (flat keys, or nested by section) over the
+    `--preset`'s sizes. `--model_type` picks the config and loss classes parsed, so a flag of
+    another type is refused, never ignored."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)
-    known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(ARG_CLASSES)
+    pre.add_argument("--model_type")
+    pre.add_argument("--preset")
+    known, _ = pre.parse_known_args(argv)
+    from_file = _read_config_file(known.config) if known.config is not None else {}
+    model_type = known.model_type or from_file.pop("model_type", "git")
+    preset = known.preset or from_file.pop("preset", DEFAULT_PRESET)
+    from_file.pop("model_type", None), from_file.pop("preset", None)
+    try:
+        model_cls = model_class(model_type)
+    except ValueError as e:
+        raise SystemExit(f"error: --model_type: {e}") from None
+    if preset not in PRESETS:
+        raise SystemExit(f"error: --preset {preset!r} unknown; use one of {sorted(PRESETS)}")
+    task = task_for(model_cls)
+    parser = HfArgumentParser((DataArguments, model_cls.config_class, task.Arguments, TrainArguments))
     parser.add_argument("--config", type=Path, help="YAML file of defaults; flags override it.")
-    if known.config is not None:
-        parser.set_defaults(**_read_config_file(known.config, parser))
-    # outputs: the four dataclasses, a namespace holding --config, then unparsed strings
+    parser.add_argument("--model_type", choices=sorted(MODEL_TYPES), default="git",
+                        help="git, flamingo, coca, or text (the same decoder with no vision).")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                        help="Size defaults: tiny (tests), small (CPU), base (BabyLM baselines' scale).")
+    dests = {a.dest for a in parser._actions}
+    parser.set_defaults(**{k: v for k, v in PRESETS[preset].items() if k in dests})
+    if not model_cls.has_vision:
+        parser.set_defaults(eval_steps=0)  # no image embeddings to probe
+    unknown = sorted(set(from_file) - dests)
+    if unknown:
+        raise SystemExit(f"error: {known.config}: unknown keys {unknown} for --model_type {model_type}; "
+                         f"see `babymm/train.py --model_type {model_type} --help`")
+    parser.set_defaults(**from_file)
+    # outputs: the four dataclasses, a namespace holding the extra flags, then unparsed strings
     *outputs, extra = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(f"unrecognized arguments: {' '.join(extra)} (for --model_type {model_type}; "
+                     f"see --model_type {model_type} --help)")
     data, model, loss, train = outputs[:4]
-    return RunConfig(data, model, loss, train)
+    if not model_cls.has_vision and train.eval_steps:
+        parser.error(f"--eval_steps {train.eval_steps}: the text type has no image embeddings to probe; use 0")
+    return RunConfig(data, model, loss, train, preset)
 
 
-def _read_config_file(path: Path, parser: HfArgumentParser) -> dict[str, Any]:
+def _read_config_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise SystemExit(f"error: config file {path} does not exist")
     raw = yaml.safe_load(path.read_text()) or {}
     flat: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("data", "model", "loss", "train") and isinstance(value, dict):
+        if key in SECTIONS and isinstance(value, dict):
             flat.update(value)
         else:
             flat[key] = value
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(set(flat) - known)
-    if unknown:
-        raise SystemExit(f"error: {path}: unknown keys {unknown}; see `babymm/train.py --help`")
     return flat

@@ -18,18 +18,29 @@ from transformers import PreTrainedTokenizerBase
 
 
 class CaptionData(torch.utils.data.Dataset):
-    """Ingested image-caption pairs -> {images, input_ids, attention_mask, num_words}."""
+    """Ingested image-caption pairs -> {input_ids, attention_mask, num_words[, images]}."""
 
-    def __init__(self, ingest_dir: Path, tokenizer: PreTrainedTokenizerBase, max_tokens: int):
+    def __init__(self, ingest_dir: Path, tokenizer: PreTrainedTokenizerBase, max_tokens: int,
+                 with_images: bool = True):
         manifest = json.loads((Path(ingest_dir) / "manifest.json").read_text())
         self.image_input: str = manifest["image_input"]
         self.ds = datasets.load_from_disk(str(Path(ingest_dir) / "captions")).with_format("numpy")
         self.features = [np.load(f, mmap_mode="r") for f in manifest.get("feature_files", [])]
         self.tokenizer, self.max_tokens = tokenizer, max_tokens
+        self.with_images = with_images  # False: a text model never reads a pixel or feature row
+        columns = ["caption", "num_words"]
+        if with_images:
+            columns += ["pixel_values"] if self.image_input == "pixels" else ["feature_file", "feature_row"]
+        self.ds = self.ds.select_columns(columns)
 
     @property
     def feature_dim(self) -> int | None:
         return int(self.features[0].shape[-1]) if self.features else None
+
+    @property
+    def feature_tokens(self) -> int | None:
+        """P of patch features [N, P, D]; 1 for global vectors [N, D]."""
+        return (int(self.features[0].shape[1]) if self.features[0].ndim == 3 else 1) if self.features else None
 
     def __len__(self) -> int:
         return self.ds.num_rows
@@ -40,6 +51,10 @@ class CaptionData(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = self.ds[indices]
+        ids, mask = self.tokenize([str(c) for c in rows["caption"]])
+        batch = {"input_ids": ids, "attention_mask": mask, "num_words": torch.as_tensor(rows["num_words"]).long()}
+        if not self.with_images:
+            return batch
         if self.image_input == "pixels":
             images = torch.from_numpy(np.ascontiguousarray(rows["pixel_values"]))  # [B, 3, S, S] uint8
         else:
@@ -47,9 +62,7 @@ class CaptionData(torch.utils.data.Dataset):
                 np.asarray(self.features[f][r], dtype=np.float32)
                 for f, r in zip(rows["feature_file"], rows["feature_row"], strict=True)
             ]))  # [B, D] or [B, P, D]
-        ids, mask = self.tokenize([str(c) for c in rows["caption"]])
-        return {"images": images, "input_ids": ids, "attention_mask": mask,
-                "num_words": torch.as_tensor(rows["num_words"]).long()}
+        return {**batch, "images": images}
 
 
 def tokenize_captions(tokenizer: PreTrainedTokenizerBase, captions: list[str],
@@ -83,7 +96,3 @@ class TextBlocks(torch.utils.data.Dataset):
                                          for i in indices]))  # [B, L]
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
-
-def identity_collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Batches arrive whole from `__getitems__`; nothing to collate."""
-    return batch

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from babymm.curriculum import load_curriculum, order_by_scores
+from babymm.files import DataError, atomic_dir
 from data_prep import ingest as ingest_stage
 from data_prep import score as score_stage
 from data_prep.stage import (
-    DataError,
-    atomic_dir,
     fingerprint,
     is_up_to_date,
     log,

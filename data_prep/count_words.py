@@ -12,10 +12,9 @@ from pathlib import Path
 
 import datasets
 
+from babymm.files import DataError, atomic_dir
 from data_prep import ingest as ingest_stage
 from data_prep.stage import (
-    DataError,
-    atomic_dir,
     fingerprint,
     is_up_to_date,
     log,

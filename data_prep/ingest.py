@@ -24,11 +24,10 @@ import datasets
 import numpy as np
 from tqdm import tqdm
 
+from babymm.files import DataError, atomic_dir
 from babymm.images import ImageError, load_image
 from babymm.text import count_words, normalize_text
 from data_prep.stage import (
-    DataError,
-    atomic_dir,
     file_fingerprint,
     fingerprint,
     is_up_to_date,

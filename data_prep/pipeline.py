@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from babymm.files import DataError
 from data_prep import build_curriculum, count_words, ingest, tokenize_text, train_tokenizer, world
 from data_prep.stage import log, run_cli
 
@@ -33,16 +34,20 @@ class Prepared:
     curriculum: Path
 
 
-def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: int = 500_000,
+def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: int | None = None,
             image_size: int = 32, vocab_size: int = 2048, seed: int = 0,
             build_world: bool | None = None) -> Prepared:
+    """Run every stage that is not up to date. `word_budget` is the size of the built-in world:
+    it is generated at that size, and a world generated at another size is refused (never
+    silently reused under the new label). Real data is used whole and may not name a budget."""
     data_dir = Path(data_dir)
     if build_world is None:
         build_world = data_dir.resolve() == WORLD_DEFAULT_DIR.resolve()
     manifest = data_dir / "world.json"
     if build_world and not manifest.exists():
-        log("pipeline", f"{data_dir} has no data: generating the built-in world ({word_budget:,} words)")
-        world.generate_world(data_dir, word_budget=word_budget, seed=seed, image_size=image_size)
+        budget = word_budget or world.DEFAULT_BUDGET
+        log("pipeline", f"{data_dir} has no data: generating the built-in world ({budget:,} words)")
+        world.generate_world(data_dir, word_budget=budget, seed=seed, image_size=image_size)
     elif build_world and (old := json.loads(manifest.read_text())["params"]).get("version") != world.VERSION:
         # another version's eval sets would be scored as if they were this version's
         log("pipeline", f"{data_dir} holds {old.get('version', 'an older world')}: regenerating it as "
@@ -50,6 +55,15 @@ def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: in
         world.generate_world(data_dir, word_budget=old["word_budget"], seed=old["seed"],
                              image_size=old["image_size"], caption_fraction=old["caption_fraction"],
                              eval_scale=old.get("eval_scale", 1.0))
+    if word_budget is not None:
+        if not manifest.exists():
+            raise DataError(f"{data_dir}: --word_budget {word_budget:,} names the size of the built-in world, "
+                            "and subsampling real data to a budget is not supported yet; leave it unset")
+        generated = json.loads(manifest.read_text())["params"]["word_budget"]
+        if generated != word_budget:
+            raise DataError(f"{manifest}: this world was generated at {generated:,} words, not --word_budget "
+                            f"{word_budget:,}; pass another --data_dir (a new world is generated there) or "
+                            "leave --word_budget unset")
     ing = ingest.ingest(data_dir, image_size=image_size)
     # the built-in world is checked against the budget it was generated for; real data
     # against BabyLM's 100M-word cap
@@ -67,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data_dir", type=Path, default=WORLD_DEFAULT_DIR)
     p.add_argument("--curriculum", default="length")
-    p.add_argument("--word_budget", type=int, default=500_000, help="size of the built-in world, if generated")
+    p.add_argument("--word_budget", type=int, default=None,
+                   help=f"size of the built-in world (default {world.DEFAULT_BUDGET:,} when generated)")
     p.add_argument("--image_size", type=int, default=32)
     p.add_argument("--vocab_size", type=int, default=2048)
     return run_cli(p, argv, lambda a: prepare(a.data_dir, a.curriculum, word_budget=a.word_budget,

@@ -8,18 +8,10 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from babymm.files import DataError, atomic_dir
 from data_prep import ingest as ingest_stage
 from data_prep.scorers import SCORERS, ScoringContext
-from data_prep.stage import (
-    DataError,
-    atomic_dir,
-    fingerprint,
-    is_up_to_date,
-    log,
-    run_cli,
-    stage_parser,
-    write_manifest,
-)
+from data_prep.stage import fingerprint, is_up_to_date, log, run_cli, stage_parser, write_manifest
 
 STAGE = "scores"
 

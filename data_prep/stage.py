@@ -8,23 +8,17 @@ the fingerprint of its inputs and parameters; a rerun with the same fingerprint 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from babymm.files import DataError, write_json_atomic
+
 MANIFEST = "manifest.json"
-
-
-class DataError(ValueError):
-    """Bad input data. The message is one line naming the file, the line or record, and the fix."""
 
 
 def fingerprint(*parts: Any) -> str:
@@ -52,36 +46,6 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
 def is_up_to_date(out_dir: Path, fp: str) -> bool:
     m = read_manifest(out_dir)
     return m is not None and m.get("fingerprint") == fp
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a temp directory that replaces `out_dir` only if the block succeeds."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
 
 
 def write_manifest(out_dir: Path, stage: str, fp: str, **info: Any) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from babymm.files import DataError, atomic_dir
+from babymm.tokenizer import load_tokenizer
 from data_prep import ingest as ingest_stage
 from data_prep import train_tokenizer as tokenizer_stage
 from data_prep.stage import (
-    DataError,
-    atomic_dir,
     fingerprint,
     is_up_to_date,
     log,
@@ -46,7 +46,7 @@ def tokenize_text(data_dir: Path, overwrite: bool = False) -> Path:
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
         return out
-    tok = tokenizer_stage.load_tokenizer(tok_dir)
+    tok = load_tokenizer(tok_dir)
     text = ingest_stage.load_text(data_dir)
     if text is None:
         raise DataError(f"{data_dir / 'text'}: no text lines to tokenize")

@@ -18,23 +18,14 @@ from pathlib import Path
 
 import sentencepiece as spm
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
+from babymm.files import DataError, atomic_dir
+from babymm.tokenizer import IMAGE_TOKEN, SPECIALS
 from data_prep import ingest as ingest_stage
-from data_prep.stage import (
-    DataError,
-    atomic_dir,
-    fingerprint,
-    is_up_to_date,
-    log,
-    run_cli,
-    stage_parser,
-    write_manifest,
-)
+from data_prep.stage import fingerprint, is_up_to_date, log, run_cli, stage_parser, write_manifest
 
 STAGE = "tokenizer"
-SPECIALS = {"pad": ("<pad>", 0), "unk": ("<unk>", 1), "bos": ("<s>", 2), "eos": ("</s>", 3)}
-IMAGE_TOKEN = "<image>"
 # strings whose normalisation is easy to get wrong: case, runs of spaces, NFKC, unknown chars
 TRICKY = ["The RED Ball", "  two   spaces  ", "ﬁsh and Ｆｕｌｌ width", "tab\there", "zebra ☃ quux!",
           "é e\u0301", "what color is it? answer: red."]
@@ -124,12 +115,6 @@ def train_tokenizer(data_dir: Path, vocab_size: int = 2048, overwrite: bool = Fa
     log(STAGE, f"{len(fast)} tokens (asked for {vocab_size}); identical to SentencePiece on {checked} texts -> {out}")
     return out
 
-
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    tok = AutoTokenizer.from_pretrained(str(path))
-    if not tok.is_fast:
-        raise ValueError(f"{path}: expected a fast tokenizer (tokenizer.json)")
-    return tok
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,10 +33,12 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from babymm.files import atomic_dir, write_json_atomic
 from babymm.text import with_article
-from data_prep.stage import atomic_dir, log, write_json_atomic
+from data_prep.stage import log
 
 VERSION = "world-2"
+DEFAULT_BUDGET = 500_000  # training words (text + captions) of the default world
 COLORS = {
     "red": (220, 30, 30), "blue": (30, 70, 225), "green": (30, 150, 50), "yellow": (245, 220, 30),
     "purple": (130, 40, 170), "orange": (245, 135, 20), "black": (15, 15, 15), "white": (255, 255, 255),
@@ -806,7 +808,7 @@ def check_params(word_budget: int, image_size: int, caption_fraction: float, eva
         raise ValueError(f"eval_scale must be in (0, {MAX_EVAL_SCALE}], got {eval_scale}")
 
 
-def generate_world(out_dir: str | Path, word_budget: int = 500_000, seed: int = 0, image_size: int = 32,
+def generate_world(out_dir: str | Path, word_budget: int = DEFAULT_BUDGET, seed: int = 0, image_size: int = 32,
                    caption_fraction: float = 0.4, *, eval_scale: float = 1.0, overwrite: bool = False) -> dict:
     """Write the world into `out_dir` and return its manifest (also `out_dir/world.json`).
 
@@ -1010,7 +1012,7 @@ def _write_captions(w: World, root: Path, seed: int, size: int, budget: int) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("data/world"), help="directory to write the world to")
-    p.add_argument("--word_budget", type=int, default=500_000, help="training words: text + captions")
+    p.add_argument("--word_budget", type=int, default=DEFAULT_BUDGET, help="training words: text + captions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image_size", type=int, default=32, help="image side in pixels")
     p.add_argument("--caption_fraction", type=float, default=0.4, help="share of the budget for captions")

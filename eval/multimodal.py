@@ -6,7 +6,8 @@ how much of the score comes from looking at the image at all. Zero-shot classifi
 scored two ways, by embedding similarity to prompt-ensembled class texts (CLIP's way) and by
 the likelihood of the class prompt given the image. Images reach the model through the run's
 own vision input (`EvalImages`): pixels for a run trained on pixels, precomputed feature rows
-for a run trained on features.
+for a run trained on features. A `text` run (no vision at all) is scored with no image: the
+"no vision" control of Winoground and VQA; it has no image embeddings to compare.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from babymm.data import tokenize_captions
+from babymm.files import read_jsonl
 from babymm.images import load_image
-from babymm.models import MultimodalModel
+from babymm.models import BabyModel, VisionLanguageModel
 from babymm.text import with_article
 from eval.choices import choice_metrics, choice_records
 from eval.gap_metrics import gap_report
@@ -38,16 +40,6 @@ class TaskSkipped(Exception):
     """An eval set this run cannot be scored on; the message says why and what would fix it."""
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from e
-    return items
-
 
 class EvalImages:
     """The images of one eval directory as the run's vision input sees them, by key: the
@@ -58,9 +50,10 @@ class EvalImages:
     of keys) in the same directory; without them the set is skipped with that reason.
     """
 
-    def __init__(self, model: MultimodalModel, task_dir: Path):
-        self.dir, self.kind = Path(task_dir), model.config.vision.kind
-        self.size = model.config.vision.image_size
+    def __init__(self, model: BabyModel, task_dir: Path):
+        self.dir = Path(task_dir)
+        self.kind = model.config.vision_encoder if model.has_vision else None
+        self.size = model.config.image_size if model.has_vision else None
         if self.kind == "features":
             feats, ids = self.dir / FEATURES, self.dir / FEATURE_IDS
             if not feats.exists() or not ids.exists():
@@ -72,8 +65,10 @@ class EvalImages:
                 raise ValueError(f"{ids}: {len(keys)} ids for {len(self.features)} rows of {feats}")
             self.row = {k: i for i, k in enumerate(keys)}
 
-    def __call__(self, keys: Sequence[str]) -> torch.Tensor:
-        """[N, 3, S, S] uint8 pixels, or [N, D] / [N, P, D] float32 features."""
+    def __call__(self, keys: Sequence[str]) -> torch.Tensor | None:
+        """[N, 3, S, S] uint8 pixels, [N, D] / [N, P, D] float32 features, or None (no vision)."""
+        if self.kind is None:
+            return None
         if self.kind != "features":
             return torch.from_numpy(np.stack([load_image(self.dir / k, self.size) for k in keys]))
         missing = [k for k in keys if k not in self.row]
@@ -83,21 +78,22 @@ class EvalImages:
         return torch.from_numpy(np.stack([np.asarray(self.features[self.row[k]], dtype=np.float32) for k in keys]))
 
 
-def _device(model: MultimodalModel) -> torch.device:
+def _device(model: BabyModel) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.no_grad()
-def image_conditioned_logprobs(model: MultimodalModel, images: torch.Tensor,
+def image_conditioned_logprobs(model: BabyModel, images: torch.Tensor | None,
                                requests: Sequence[tuple[list[int], list[int]]], image_of: Sequence[int],
                                batch_size: int = 64) -> np.ndarray:
-    """Sum log P(continuation | image, context) per request; request i uses images[image_of[i]]."""
+    """Sum log P(continuation | image, context) per request; request i uses images[image_of[i]]
+    (images None: no image, the text path)."""
     model.eval()
     dev = _device(model)
 
     def logits_fn(ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        tokens = model.vision(images[[image_of[r] for r in rows]].to(dev))
-        return model.caption_logits(tokens, ids, mask)
+        batch = None if images is None else images[[image_of[r] for r in rows]].to(dev)
+        return model.caption_logits(ids, mask, model.image_context(batch))
 
     scores = continuation_logprobs(logits_fn, requests, batch_size=batch_size, device=dev)
     return np.array([s for s, _ in scores])
@@ -120,7 +116,7 @@ def derangement(n: int) -> list[int]:
     return [(i + 1) % n for i in range(n)] if n > 1 else [0]
 
 
-def _choice_task(model: MultimodalModel, images: torch.Tensor, requests: list[tuple[list[int], list[int]]],
+def _choice_task(model: BabyModel, images: torch.Tensor | None, requests: list[tuple[list[int], list[int]]],
                  options: list[list[str]], ids: list[str], heldout: np.ndarray,
                  batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score items whose options are consecutive requests, with own and with shuffled images."""
@@ -128,7 +124,8 @@ def _choice_task(model: MultimodalModel, images: torch.Tensor, requests: list[tu
     owners = [i for i in range(n) for _ in range(k)]
     metrics: dict[str, Any] = {"chance": 1.0 / k}
     records: list[dict[str, Any]] = []
-    for suffix, perm in (("", list(range(n))), ("_shuffled_images", derangement(n))):
+    controls = (("", list(range(n))), ("_shuffled_images", derangement(n)))
+    for suffix, perm in controls if model.has_vision else controls[:1]:  # no image: nothing to shuffle
         s = image_conditioned_logprobs(model, images, requests, [perm[o] for o in owners], batch_size)
         hits, recs = choice_records(ids, options, s.reshape(n, k), [0] * n)
         metrics.update(choice_metrics(hits, heldout, suffix))
@@ -136,7 +133,7 @@ def _choice_task(model: MultimodalModel, images: torch.Tensor, requests: list[tu
     return metrics, records
 
 
-def winoground(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Path,
+def winoground(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
                batch_size: int = 64) -> tuple[dict[str, Any], Records]:
     """2-way: is log P(caption_0 | image) > log P(caption_1 | image)?"""
     items = read_jsonl(data_dir / "winoground.jsonl")
@@ -148,7 +145,7 @@ def winoground(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: P
     return metrics, {"winoground": recs}
 
 
-def vqa(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Path,
+def vqa(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
         batch_size: int = 64) -> tuple[dict[str, Any], Records]:
     """8-way: the answer with the highest log P(answer | image, 'Question: q Answer:')."""
     items = json.loads((data_dir / "vqa.json").read_text(encoding="utf-8"))
@@ -167,7 +164,7 @@ def vqa(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Path,
 
 
 @torch.no_grad()
-def embed_texts(model: MultimodalModel, tok: PreTrainedTokenizerBase, texts: Sequence[str],
+def embed_texts(model: VisionLanguageModel, tok: PreTrainedTokenizerBase, texts: Sequence[str],
                 batch_size: int = 64, max_tokens: int = 40) -> torch.Tensor:
     """Normalised text embeddings [N, E], read with no image in context."""
     model.eval()
@@ -179,7 +176,7 @@ def embed_texts(model: MultimodalModel, tok: PreTrainedTokenizerBase, texts: Seq
 
 
 @torch.no_grad()
-def embed_images(model: MultimodalModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def embed_images(model: VisionLanguageModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Normalised image embeddings [N, E]."""
     model.eval()
     dev = _device(model)
@@ -187,27 +184,30 @@ def embed_images(model: MultimodalModel, images: torch.Tensor, batch_size: int =
                       for i in range(0, len(images), batch_size)])
 
 
-def heldout_pairs(model: MultimodalModel, jsonl: Path, limit: int | None = None
+def heldout_pairs(model: BabyModel, jsonl: Path, limit: int | None = None
                   ) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """The first `limit` held-out image-caption records and their images."""
     items = read_jsonl(jsonl)[:limit]
     return items, EvalImages(model, jsonl.parent)([it["image"] for it in items])
 
 
-def embedding_metrics(model: MultimodalModel, tok: PreTrainedTokenizerBase, jsonl: Path,
+def embedding_metrics(model: BabyModel, tok: PreTrainedTokenizerBase, jsonl: Path,
                       batch_size: int = 64) -> tuple[dict[str, Any], Records]:
     """Gap metrics and retrieval on held-out pairs; identical captions are one gallery entry."""
+    if not model.has_vision:
+        raise TaskSkipped(f"a {model.config.model_type} model has no image embeddings")
     items, images = heldout_pairs(model, jsonl)
     captions = [it["caption"] for it in items]
     image_emb, text_emb = embed_images(model, images, batch_size), embed_texts(model, tok, captions, batch_size)
     return {k: float(v) for k, v in gap_report(image_emb, text_emb, texts=captions).items()}, {}
 
 
-def zero_shot(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Path, batch_size: int = 64,
+def zero_shot(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path, batch_size: int = 64,
               templates: Sequence[str] = ZERO_SHOT_TEMPLATES) -> tuple[dict[str, Any], Records]:
     """Every `*.jsonl` (`image`, `label`, `labels`) is one classification subtask, scored by
     embedding similarity to the class prompts' mean embedding and by the mean over prompts of
-    log P(prompt | image); chance is 1 / classes."""
+    log P(prompt | image); chance is 1 / classes. With no vision only the likelihood is scored
+    (with no image), the no-vision control."""
     metrics: dict[str, Any] = {}
     records: Records = {}
     paths = sorted(data_dir.glob("*.jsonl"))
@@ -226,21 +226,24 @@ def zero_shot(model: MultimodalModel, tok: PreTrainedTokenizerBase, data_dir: Pa
         prompts = [t.format(with_article(c)) for c in classes for t in templates]  # class-major
         ids = [f"{path.stem}_{i}" for i in range(len(items))]
         options = [classes] * len(items)
-        # by embedding: cosine to each class's mean prompt embedding (prompt ensembling)
-        class_emb = embed_texts(model, tok, prompts, batch_size).view(len(classes), len(templates), -1)
-        class_emb = torch.nn.functional.normalize(class_emb.mean(1), dim=-1)  # [C, E]
-        sims = (embed_images(model, images, batch_size) @ class_emb.T).numpy()  # [N, C]
-        hits_e, recs = choice_records(ids, options, sims, target)
+        sub: dict[str, Any] = {"chance": 1.0 / len(classes)}
+        if model.has_vision:
+            # by embedding: cosine to each class's mean prompt embedding (prompt ensembling)
+            class_emb = embed_texts(model, tok, prompts, batch_size).view(len(classes), len(templates), -1)
+            class_emb = torch.nn.functional.normalize(class_emb.mean(1), dim=-1)  # [C, E]
+            sims = (embed_images(model, images, batch_size) @ class_emb.T).numpy()  # [N, C]
+            hits_e, records[path.stem] = choice_records(ids, options, sims, target)
+            sub.update(choice_metrics(hits_e, heldout, "_embedding"))
         # by likelihood: mean over templates of log P(prompt | image)
         requests = [bos_request(tok, p) for p in prompts]
         reqs = [r for _ in items for r in requests]
         image_of = [i for i in range(len(items)) for _ in requests]
         ll = image_conditioned_logprobs(model, images, reqs, image_of, batch_size)
         ll = ll.reshape(len(items), len(classes), len(templates)).mean(-1)
-        hits_l, _ = choice_records(ids, options, ll, target)
-        metrics[path.stem] = {"chance": 1.0 / len(classes), **choice_metrics(hits_e, heldout, "_embedding"),
-                              **choice_metrics(hits_l, heldout, "_likelihood")}
-        records[path.stem] = recs
-    means = {k: float(np.mean([m[k] for m in metrics.values()]))
-             for k in ("acc_embedding", "acc_likelihood", "chance")}  # unweighted over subtasks
+        hits_l, recs_l = choice_records(ids, options, ll, target)
+        sub.update(choice_metrics(hits_l, heldout, "_likelihood"))
+        metrics[path.stem] = sub
+        records.setdefault(path.stem, recs_l)  # embedding predictions where there are any
+    keys = ("acc_embedding", "acc_likelihood", "chance") if model.has_vision else ("acc_likelihood", "chance")
+    means = {k: float(np.mean([m[k] for m in metrics.values()])) for k in keys}  # unweighted over subtasks
     return {**means, "subtasks": metrics}, records

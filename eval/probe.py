@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from babymm.models import MultimodalModel
+from babymm.models import VisionLanguageModel
 from eval.gap_metrics import gap_summary
 from eval.multimodal import embed_images, embed_texts, heldout_pairs
 
@@ -16,13 +16,13 @@ class GapProbe:
     run shows the gap opening or closing. Images and captions are read once; each call embeds
     them with the current weights and puts the model back in the mode it was in."""
 
-    def __init__(self, model: MultimodalModel, tokenizer: PreTrainedTokenizerBase, jsonl: Path,
+    def __init__(self, model: VisionLanguageModel, tokenizer: PreTrainedTokenizerBase, jsonl: Path,
                  num_pairs: int, batch_size: int = 64):
         items, self.images = heldout_pairs(model, Path(jsonl), num_pairs)
         self.captions = [it["caption"] for it in items]
         self.tokenizer, self.batch_size = tokenizer, batch_size
 
-    def __call__(self, model: MultimodalModel) -> dict[str, float]:
+    def __call__(self, model: VisionLanguageModel) -> dict[str, float]:
         training = model.training
         try:
             image = embed_images(model, self.images, self.batch_size)

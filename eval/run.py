@@ -28,8 +28,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from data_prep.stage import write_json_atomic
-from data_prep.train_tokenizer import load_tokenizer
+from babymm.files import write_json_atomic
+from babymm.tokenizer import load_tokenizer
 from eval import multimodal
 from eval.multimodal import Records, TaskSkipped
 

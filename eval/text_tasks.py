@@ -12,7 +12,6 @@ interval per subtask and the unweighted mean over subtasks, as BLiMP is reported
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from babymm.files import DataError, read_jsonl
 from eval.choices import choice_metrics, choice_records
 from eval.stats import macro_accuracy
 
@@ -38,20 +38,9 @@ SUITES = tuple(FORMATS)  # eval/<suite>/*.jsonl
 
 
 def validate_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    docs = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from e
-        missing = [f for f in fields if not isinstance(doc, dict) or not isinstance(doc.get(f), str) or not doc[f].strip()]
-        if missing:
-            raise ValueError(f"{path}:{lineno}: missing or empty field(s) {missing}")
-        docs.append(doc)
+    docs = read_jsonl(path, required=fields)
     if not docs:
-        raise ValueError(f"{path}: no items")
+        raise DataError(f"{path}: no items")
     return docs
 
 

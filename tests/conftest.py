@@ -7,8 +7,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-TINY_MODEL = ["--hidden_size", "32", "--num_layers", "2", "--num_heads", "2", "--intermediate_size", "64",
-              "--vision_width", "32", "--embed_dim", "16"]
+TINY_MODEL = ["--preset", "tiny"]
 TINY_TRAIN = ["--text_pretrain_steps", "8", "--multimodal_steps", "12", "--batch_size", "16",
               "--text_batch_size", "8", "--logging_steps", "4", "--warmup_steps", "2"]
 

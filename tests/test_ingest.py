@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from babymm.files import DataError
 from data_prep import build_curriculum, count_words, ingest, score
-from data_prep.stage import DataError
 
 
 def make_data(root, captions=None, text_lines=None):

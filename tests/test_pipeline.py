@@ -125,7 +125,7 @@ def test_a_world_of_an_older_version_is_regenerated_with_its_parameters(tmp_path
 
     monkeypatch.setattr(pipeline.ingest, "ingest", stop)  # the world is all this test is about
     with pytest.raises(Stop):
-        pipeline.prepare(d, build_world=True, word_budget=500_000)
+        pipeline.prepare(d, build_world=True)
     params = json.loads((d / "world.json").read_text())["params"]
     assert params == {"word_budget": 3000, "seed": 1, "image_size": 32, "caption_fraction": 0.4,
                       "eval_scale": 0.02, "version": world.VERSION}

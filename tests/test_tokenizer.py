@@ -7,8 +7,8 @@ import pytest
 import sentencepiece as spm
 from transformers import AutoTokenizer
 
+from babymm.files import DataError
 from data_prep import ingest, train_tokenizer
-from data_prep.stage import DataError
 
 
 @pytest.fixture(scope="module")

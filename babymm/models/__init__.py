@@ -1,23 +1,45 @@
-"""Model types behind one interface (`MultimodalModel`); add a type by registering it here."""
+"""Model types behind one interface: `--model_type {git,flamingo,coca,text}`.
+
+Each type is a model class with its own config class beside it (`config_class`); training
+and eval only use the shared interface (`BabyModel`, `VisionLanguageModel`). Add a type by
+writing its module and registering its class here.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from babymm.models.base import MultimodalConfig, MultimodalModel, load_multimodal
-from babymm.models.git import GitModel
+from babymm.models.base import (
+    BabyModel,
+    DecoderConfig,
+    VisionLanguageConfig,
+    VisionLanguageModel,
+    load_saved,
+)
+from babymm.models.coca import CocaConfig, CocaModel
+from babymm.models.flamingo import FlamingoConfig, FlamingoModel
+from babymm.models.git import GitConfig, GitModel
+from babymm.models.presets import DEFAULT_PRESET, PRESETS
+from babymm.models.text import TextConfig, TextModel
 
-MODEL_TYPES: dict[str, type[MultimodalModel]] = {"git": GitModel}
+MODEL_TYPES: dict[str, type[BabyModel]] = {
+    "git": GitModel, "flamingo": FlamingoModel, "coca": CocaModel, "text": TextModel}
 
 
-def build_model(config: MultimodalConfig) -> MultimodalModel:
-    if config.model_type not in MODEL_TYPES:
-        raise ValueError(f"model type {config.model_type!r} unknown; use one of {sorted(MODEL_TYPES)}")
-    return MODEL_TYPES[config.model_type](config)
+def model_class(model_type: str) -> type[BabyModel]:
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model type {model_type!r} unknown; use one of {sorted(MODEL_TYPES)}")
+    return MODEL_TYPES[model_type]
 
 
-def load_model(path: str | Path) -> MultimodalModel:
-    return load_multimodal(path, MODEL_TYPES)
+def build_model(config: DecoderConfig) -> BabyModel:
+    return model_class(config.model_type)(config)
 
 
-__all__ = ["MODEL_TYPES", "MultimodalConfig", "MultimodalModel", "build_model", "load_model"]
+def load_model(path: str | Path) -> BabyModel:
+    return load_saved(path, MODEL_TYPES)
+
+
+__all__ = ["DEFAULT_PRESET", "MODEL_TYPES", "PRESETS", "BabyModel", "CocaConfig", "DecoderConfig",
+           "FlamingoConfig", "GitConfig", "TextConfig", "VisionLanguageConfig", "VisionLanguageModel",
+           "build_model", "load_model", "model_class"]

@@ -1,18 +1,25 @@
-"""What every multimodal model type shares: the text decoder, contrastive heads, save/load.
+"""What every model type shares: the text decoder, the config contract, save and load.
 
-A model type (GIT, later Flamingo, CoCa) differs only in how image tokens reach the decoder,
-i.e. in `caption_logits`. The text decoder is a plain `LlamaForCausalLM`, saved at the run's
-root with `save_pretrained`, so that `AutoModelForCausalLM.from_pretrained(run_dir)` loads it
-for text-only benchmarks; the vision side is saved beside it in `multimodal.safetensors`.
+Every type is a plain `LlamaForCausalLM` decoder plus what the type adds around it. The
+decoder is saved at the run's root with `save_pretrained`, so `AutoModelForCausalLM`
+loads it for the text benchmarks, and it is exactly the model's text path: whatever a type
+adds only acts when an image is given. The rest is saved beside it in
+`multimodal.safetensors`, with the type's config in `babymm_config.json`.
+
+A type's config is a dataclass whose init fields are its flags (parsed straight into it by
+`HfArgumentParser`, no second copy in the run config), and whose `init=False` fields are
+derived from the tokenizer and data by `resolve`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,27 +35,55 @@ MAX_LOGIT_SCALE = 100.0
 
 
 @dataclass
-class MultimodalConfig:
-    model_type: str = "git"
-    vocab_size: int = 2048
+class DecoderConfig:
+    """The text decoder all types share; also the whole config of the `text` type."""
+
+    model_type: ClassVar[str] = "text"
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 384
-    max_positions: int = 256
-    bos_token_id: int = 2
-    eos_token_id: int = 3
-    pad_token_id: int = 0
-    embed_dim: int = 128
-    temperature: float = 0.07
-    learn_temperature: bool = True
-    vision: VisionConfig = field(default_factory=VisionConfig)
+    max_positions: int = field(default=256, metadata={
+        "help": "Longest sequence the saved decoder advertises (lm-eval truncates to it); "
+                "training sequences must fit."})
+    # set from the tokenizer by `resolve`, never flags
+    vocab_size: int = field(default=0, init=False)
+    bos_token_id: int = field(default=2, init=False)
+    eos_token_id: int = field(default=3, init=False)
+    pad_token_id: int = field(default=0, init=False)
+
+    def resolve(self, **derived: Any) -> DecoderConfig:
+        """A copy with the derived (`init=False`) fields set; a flag field here is an error."""
+        settable = {f.name for f in dataclasses.fields(self) if not f.init}
+        bad = sorted(set(derived) - settable)
+        if bad:
+            raise TypeError(f"{type(self).__name__}: {bad} are not derived fields")
+        out = copy.copy(self)
+        for k, v in derived.items():
+            setattr(out, k, v)
+        return out
+
+    def flags(self) -> dict[str, Any]:
+        """The user-settable fields (what `run_config.json` records)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> MultimodalConfig:
-        d = dict(d)
-        d["vision"] = VisionConfig(**d.get("vision", {}))
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
+        d = {k: v for k, v in d.items() if k != "model_type"}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
+        cfg = cls(**{k: v for k, v in d.items() if fields[k].init})
+        return cfg.resolve(**{k: v for k, v in d.items() if not fields[k].init})
+
+    def check(self) -> None:
+        """Raise ValueError naming the flag if the architecture cannot be built."""
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"--hidden_size {self.hidden_size} is not divisible by --num_heads {self.num_heads}")
 
     def text_config(self) -> LlamaConfig:
         return LlamaConfig(
@@ -61,77 +96,76 @@ class MultimodalConfig:
         )
 
 
+@dataclass
+class VisionLanguageConfig(DecoderConfig, VisionConfig):
+    """Decoder + vision encoder + the contrastive embedding every image-reading type has."""
+
+    model_type: ClassVar[str] = ""
+    embed_dim: int = field(default=128, metadata={"help": "Dimension of the contrastive embedding."})
+    temperature: float = field(default=0.07, metadata={"help": "Initial softmax temperature of the CLIP loss."})
+    learn_temperature: bool = field(default=True, metadata={
+        "help": "Learn the logit scale (clamped at 100) or keep it fixed."})
+
+    def check(self) -> None:
+        super().check()
+        self.check_vision()
+        if not 1.0 / MAX_LOGIT_SCALE <= self.temperature:
+            raise ValueError(f"--temperature {self.temperature} is below 1/{MAX_LOGIT_SCALE:g}, the logit-scale clamp")
+
+
 def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy over the real (unmasked) positions. logits [B, T, V]."""
     targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
-class MultimodalModel(nn.Module):
-    """Decoder + vision encoder + contrastive heads. Subclasses define how images enter."""
+def last_token_state(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """hidden [B, T, H] at each row's last real token (right padding) -> [B, H]."""
+    last = attention_mask.sum(dim=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
-    def __init__(self, config: MultimodalConfig, decoder: PreTrainedModel | None = None):
+
+class BabyModel(nn.Module):
+    """A decoder and, per type, what lets images reach it. The base is the `text` type's whole
+    model: no vision, captions are read as plain text."""
+
+    config_class: ClassVar[type[DecoderConfig]] = DecoderConfig
+    has_vision: ClassVar[bool] = False
+
+    def __init__(self, config: DecoderConfig, decoder: PreTrainedModel | None = None):
         super().__init__()
+        config.check()
         self.config = config
         self.decoder = decoder if decoder is not None else LlamaForCausalLM(config.text_config())
-        self.vision = build_vision_encoder(config.vision)
-        self.image_head = nn.Linear(config.vision.width, config.embed_dim, bias=False)
-        self.text_head = nn.Linear(config.hidden_size, config.embed_dim, bias=False)
-        # log of the logit scale, open_clip style; a buffer when the temperature is fixed
-        init = torch.tensor(math.log(1.0 / config.temperature))
-        if config.learn_temperature:
-            self.log_logit_scale = nn.Parameter(init)
-        else:
-            self.register_buffer("log_logit_scale", init)
-
-    # -- the part each model type defines ------------------------------------------------
-    def caption_logits(self, image_tokens: torch.Tensor, input_ids: torch.Tensor,
-                       attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, V] for the text positions, conditioned on image tokens [B, P, W]."""
-        raise NotImplementedError
-
-    # -- shared -------------------------------------------------------------------------
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def text_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.decoder(input_ids=input_ids, attention_mask=attention_mask).logits
 
-    def embed_images(self, images: torch.Tensor, image_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """L2-normalised image embeddings [B, E] from mean-pooled vision tokens."""
-        if image_tokens is None:
-            image_tokens = self.vision(images)
-        return F.normalize(self.image_head(image_tokens.mean(dim=1)), dim=-1)
+    def image_context(self, images: torch.Tensor | None) -> torch.Tensor | None:
+        """What the type conditions the decoder on; None for no image (the text path)."""
+        return None
 
-    def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised text embeddings [B, E]: the decoder's state at the last real token
-        (EOS), read with no image in context (CLIP's EOT token, CoCa's unimodal text)."""
-        hidden = self.decoder.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        last = attention_mask.sum(dim=1) - 1  # [B]
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # [B, H]
-        return F.normalize(self.text_head(pooled), dim=-1)
+    def caption_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       context: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] of the caption tokens given `image_context(images)` (None: no image)."""
+        return self.text_logits(input_ids, attention_mask)
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                text_input_ids: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                images: torch.Tensor | None = None, text_input_ids: torch.Tensor | None = None,
                 text_attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """One training step's forward: a caption batch and, optionally, a text-only batch.
-
-        Everything goes through this one call so that data-parallel wrappers see every use
-        of the parameters. Returns the LM losses and both embeddings (the contrastive loss is
-        computed outside, where features can be gathered across processes).
-        """
-        image_tokens = self.vision(images)  # [B, P, W]
-        logits = self.caption_logits(image_tokens, input_ids, attention_mask)
-        out = {
-            "caption_loss": lm_loss(logits, input_ids, attention_mask),
-            "image_embeds": self.embed_images(images, image_tokens),
-            "text_embeds": self.embed_texts(input_ids, attention_mask),
-        }
+        """One training step's forward: a caption batch and, optionally, a text-only batch, in
+        one call so that data-parallel wrappers see every use of the parameters."""
+        out = {"caption_loss": lm_loss(self.caption_logits(input_ids, attention_mask), input_ids, attention_mask)}
         if text_input_ids is not None:
-            text_logits = self.text_logits(text_input_ids, text_attention_mask)
-            out["text_loss"] = lm_loss(text_logits, text_input_ids, text_attention_mask)
+            out["text_loss"] = lm_loss(self.text_logits(text_input_ids, text_attention_mask),
+                                       text_input_ids, text_attention_mask)
         return out
+
+    def clamp_logit_scale(self) -> None:
+        """Nothing to clamp without a contrastive head."""
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # -- persistence --------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
@@ -140,17 +174,104 @@ class MultimodalModel(nn.Module):
         rest = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
                 if not k.startswith("decoder.")}
         save_file(rest, str(out_dir / MULTIMODAL_WEIGHTS))
-        (out_dir / MULTIMODAL_CONFIG).write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
+        (out_dir / MULTIMODAL_CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
 
 
-def load_multimodal(path: str | Path, model_types: dict[str, type[MultimodalModel]]) -> MultimodalModel:
+class VisionLanguageModel(BabyModel):
+    """A type that reads images: vision encoder, contrastive heads and logit scale. Subclasses
+    define `image_context` (what the decoder is conditioned on) and `caption_logits`."""
+
+    config_class: ClassVar[type[DecoderConfig]] = VisionLanguageConfig
+    has_vision: ClassVar[bool] = True
+    config: VisionLanguageConfig
+
+    def __init__(self, config: VisionLanguageConfig, decoder: PreTrainedModel | None = None):
+        super().__init__(config, decoder)
+        self.vision = build_vision_encoder(config)
+        self.image_head = nn.Linear(config.vision_width, config.embed_dim, bias=False)
+        self.text_head = nn.Linear(config.hidden_size, config.embed_dim, bias=False)
+        # log of the logit scale, open_clip style; a buffer when the temperature is fixed
+        init = torch.tensor(math.log(1.0 / config.temperature))
+        if config.learn_temperature:
+            self.log_logit_scale = nn.Parameter(init)
+        else:
+            self.register_buffer("log_logit_scale", init)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def clamp_logit_scale(self) -> None:
+        """Keep the learned scale in [1, 100] after an optimizer step (CLIP's clamp)."""
+        with torch.no_grad():
+            self.log_logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
+
+    def condition(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Vision tokens [B, P, W] -> what the decoder is conditioned on."""
+        raise NotImplementedError
+
+    def image_context(self, images: torch.Tensor | None) -> torch.Tensor | None:
+        return None if images is None else self.condition(self.vision(images))
+
+    def embed_images(self, images: torch.Tensor | None = None,
+                     image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised image embeddings [B, E] from mean-pooled vision tokens."""
+        if image_tokens is None:
+            image_tokens = self.vision(images)
+        return F.normalize(self.image_head(image_tokens.mean(dim=1)), dim=-1)
+
+    def text_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The decoder's state at the last real token (EOS) read with no image: CLIP's EOT token."""
+        hidden = self.decoder.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return last_token_state(hidden, attention_mask)
+
+    def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """L2-normalised text embeddings [B, E]."""
+        return F.normalize(self.text_head(self.text_state(input_ids, attention_mask)), dim=-1)
+
+    def caption_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caption logits and text embeddings of one training batch. A type whose captioning
+        pass already computes the unimodal text state (CoCa) overrides this to reuse it."""
+        return (self.caption_logits(input_ids, attention_mask, context),
+                self.embed_texts(input_ids, attention_mask))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                images: torch.Tensor | None = None, text_input_ids: torch.Tensor | None = None,
+                text_attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Also returns both embeddings and the logit scale, so the contrastive loss is computed
+        outside (where features are gathered across processes) without unwrapping the model."""
+        image_tokens = self.vision(images)  # [B, P, W]
+        logits, text_embeds = self.caption_pass(input_ids, attention_mask, self.condition(image_tokens))
+        out = {
+            "caption_loss": lm_loss(logits, input_ids, attention_mask),
+            "image_embeds": self.embed_images(image_tokens=image_tokens),
+            "text_embeds": text_embeds,
+            "logit_scale": self.logit_scale,
+        }
+        if text_input_ids is not None:
+            out["text_loss"] = lm_loss(self.text_logits(text_input_ids, text_attention_mask),
+                                       text_input_ids, text_attention_mask)
+        return out
+
+
+def load_saved(path: str | Path, model_types: dict[str, type[BabyModel]]) -> BabyModel:
     path = Path(path)
     cfg_path = path / MULTIMODAL_CONFIG
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path} not found: {path} is not a saved babymm model")
-    config = MultimodalConfig.from_dict(json.loads(cfg_path.read_text()))
+    saved = json.loads(cfg_path.read_text())
+    model_type = saved.get("model_type")
+    if model_type not in model_types:
+        raise ValueError(f"{cfg_path}: model type {model_type!r} unknown; known: {sorted(model_types)}")
+    cls = model_types[model_type]
+    config = cls.config_class.from_dict(saved)
     decoder = AutoModelForCausalLM.from_pretrained(path)
-    model = model_types[config.model_type](config, decoder=decoder)
+    model = cls(config, decoder=decoder)
     missing, unexpected = model.load_state_dict(load_file(str(path / MULTIMODAL_WEIGHTS)), strict=False)
     missing = [k for k in missing if not k.startswith("decoder.")]
     if missing or unexpected:

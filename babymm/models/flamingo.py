@@ -1,0 +1,78 @@
+"""Flamingo (Alayrac et al. 2022): a Perceiver resampler turns the image tokens into a fixed
+number of latents, and gated cross-attention blocks before every k-th decoder layer let the
+text attend to them. The gates start at tanh(0) = 0, so training starts from the text model;
+with no image the blocks are skipped and the decoder is exactly the text path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from babymm.models.base import VisionLanguageConfig, VisionLanguageModel
+from babymm.models.cross_attention import CrossAttentionBlock, CrossAttentionHooks, FeedForward
+
+
+@dataclass
+class FlamingoConfig(VisionLanguageConfig):
+    model_type: ClassVar[str] = "flamingo"
+    cross_attn_every: int = field(default=2, metadata={
+        "help": "A gated cross-attention block before every k-th decoder layer (layers k-1, 2k-1, ...)."})
+    num_latents: int = field(default=16, metadata={"help": "Perceiver resampler latents per image."})
+    resampler_layers: int = field(default=2, metadata={"help": "Perceiver resampler layers."})
+
+    def check(self) -> None:
+        super().check()
+        if not 1 <= self.cross_attn_every <= self.num_layers:
+            raise ValueError(f"--cross_attn_every {self.cross_attn_every} must be in [1, --num_layers {self.num_layers}]")
+
+    def cross_attn_layers(self) -> list[int]:
+        return [i for i in range(self.num_layers) if (i + 1) % self.cross_attn_every == 0]
+
+
+class PerceiverResampler(nn.Module):
+    """Latents [L, W] attend to (image tokens ; latents), as Flamingo's resampler: [B, P, W] -> [B, L, W]."""
+
+    def __init__(self, width: int, heads: int, num_latents: int, num_layers: int):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(num_latents, width) * 0.02)
+        self.layers = nn.ModuleList(nn.ModuleDict({
+            "norm_media": nn.LayerNorm(width), "norm_latents": nn.LayerNorm(width),
+            "attn": nn.MultiheadAttention(width, heads, batch_first=True), "ff": FeedForward(width),
+        }) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        x = self.latents.expand(image_tokens.shape[0], -1, -1)
+        for layer in self.layers:
+            media, q = layer["norm_media"](image_tokens), layer["norm_latents"](x)
+            kv = torch.cat([media, q], dim=1)
+            x = x + layer["attn"](q, kv, kv, need_weights=False)[0]
+            x = x + layer["ff"](x)
+        return self.norm(x)
+
+
+class FlamingoModel(VisionLanguageModel):
+    config_class = FlamingoConfig
+    config: FlamingoConfig
+
+    def __init__(self, config: FlamingoConfig, decoder=None):
+        super().__init__(config, decoder)
+        self.resampler = PerceiverResampler(config.vision_width, config.vision_heads, config.num_latents,
+                                            config.resampler_layers)
+        self.cross_blocks = nn.ModuleDict({
+            str(i): CrossAttentionBlock(config.hidden_size, config.num_heads, config.vision_width, gated=True)
+            for i in config.cross_attn_layers()})
+        self._hooks = CrossAttentionHooks(self.decoder, self.cross_blocks)
+
+    def condition(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        return self.resampler(image_tokens)  # [B, L, W]
+
+    def caption_logits(self, input_ids, attention_mask, context=None):
+        if context is None:
+            return self.text_logits(input_ids, attention_mask)
+        with self._hooks.attending(context):
+            return self.text_logits(input_ids, attention_mask)
