@@ -1,10 +1,14 @@
-"""Training-step throughput of the multimodal model on synthetic batches.
+"""Training-step throughput per model type and size preset, on synthetic batches.
 
-    python benchmarks/train_throughput.py [--device cpu|cuda] [--precision fp32 bf16] [--steps 20]
+    python benchmarks/train_throughput.py [--types git flamingo coca text] [--presets tiny small]
+        [--device cpu|cuda] [--precision fp32] [--steps 20] [--out results/throughput.md]
 
-Measures what a stage-2 step costs (caption batch + text batch + contrastive loss, forward,
-backward, AdamW), so that the default run's size can be chosen from numbers, not guesses.
-Prints one JSON line per setting: steps/s, image-caption pairs/s and tokens/s.
+Each step is exactly a stage-2 training step of `babymm/train.py`: the type's task builds the
+loss terms of a caption batch with a text batch mixed in (for image types: captioning LM,
+text LM and the gap-closing contrastive loss), then backward, gradient clipping, AdamW and the
+task's after-step. Sizes come from the presets, so the table matches what `--preset` trains.
+Prints one JSON line per setting and a Markdown table: parameters, step time, steps/s,
+tokens/s (every token through the decoder: image prefix, caption, text batch) and pairs/s.
 """
 
 from __future__ import annotations
@@ -13,39 +17,46 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
+import pandas as pd
 import torch
 
-from babymm.losses import ContrastiveLoss, LossWeights
-from babymm.models import MultimodalConfig, build_model
+from babymm.config import parse_config
+from babymm.files import write_json_atomic
+from babymm.models import MODEL_TYPES, PRESETS, build_model, model_class
 from babymm.optim import build_optimizer
-from babymm.vision import VisionConfig
+from babymm.tasks import task_for
 
 
-def bench(args: argparse.Namespace, precision: str) -> dict:
+def bench(model_type: str, preset: str, args: argparse.Namespace, precision: str) -> dict:
     torch.manual_seed(0)
     dev = torch.device(args.device)
-    cfg = MultimodalConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers,
-                           num_heads=args.heads, intermediate_size=3 * args.hidden,
-                           vision=VisionConfig(width=args.vision_width, image_size=args.image_size))
-    model = build_model(cfg).to(dev)
-    opt = build_optimizer(model, 1e-3, 0.1)
-    loss_fn = ContrastiveLoss(LossWeights())
-    B, T, TB, L = args.batch, args.caption_tokens, args.text_batch, args.block
-    images = torch.randint(0, 256, (B, 3, args.image_size, args.image_size), dtype=torch.uint8, device=dev)
-    ids = torch.randint(4, args.vocab, (B, T), device=dev)
-    text = torch.randint(4, args.vocab, (TB, L), device=dev)
-    ones, tones = torch.ones_like(ids), torch.ones_like(text)
+    cfg = parse_config(["--model_type", model_type, "--preset", preset])
+    vocab = cfg.data.vocab_size
+    derived = {"vocab_size": vocab}
+    if model_class(model_type).has_vision:
+        derived["image_size"] = args.image_size
+    model = build_model(cfg.model.resolve(**derived)).to(dev)
+    task = task_for(type(model))(cfg.loss)
+    opt = build_optimizer(model, 1e-4, 0.1)
+    B, T, TB, L = args.batch, args.caption_tokens, args.text_batch, cfg.data.block_size
+    ids = torch.randint(4, vocab, (B, T), device=dev)
+    text = torch.randint(4, vocab, (TB, L), device=dev)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+             "text_input_ids": text, "text_attention_mask": torch.ones_like(text)}
+    if model.has_vision:
+        batch["images"] = torch.randint(0, 256, (B, 3, args.image_size, args.image_size), dtype=torch.uint8, device=dev)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
     def step() -> None:
         with torch.autocast(dev.type, dtype=dtype, enabled=precision == "bf16"):
-            out = model(images, ids, ones, text, tones)
-        losses = loss_fn(out["image_embeds"].float(), out["text_embeds"].float(), model.logit_scale)
-        loss = out["caption_loss"] + 0.25 * out["text_loss"] + sum(losses.values())
+            loss = sum(task.loss_terms(model, batch).values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        task.after_step(model)
 
     for _ in range(args.warmup):
         step()
@@ -57,35 +68,45 @@ def bench(args: argparse.Namespace, precision: str) -> dict:
     if dev.type == "cuda":
         torch.cuda.synchronize()
     secs = (time.perf_counter() - start) / args.steps
-    n_vis = model.vision.num_tokens if hasattr(model.vision, "num_tokens") else 1
-    tokens = B * (T + n_vis) + B * T + TB * L  # caption pass, text-embedding pass, text batch
-    return {"device": args.device, "name": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor(),
+    prefix = model.num_image_tokens if model_type == "git" else 0
+    # caption pass (+ GIT's image prefix), the no-image text-embedding pass of git/flamingo, text batch
+    embed_pass = B * T if model_type in ("git", "flamingo") else 0
+    tokens = B * (T + prefix) + embed_pass + TB * L
+    return {"type": model_type, "preset": preset, "device": args.device,
+            "name": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "precision": precision,
-            "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-            "batch": B, "text_batch": TB, "hidden": args.hidden, "layers": args.layers,
+            "params_M": round(model.num_parameters() / 1e6, 2), "batch": B, "text_batch": TB,
             "step_ms": round(1000 * secs, 1), "steps_per_s": round(1 / secs, 2),
-            "pairs_per_s": round(B / secs, 1), "tokens_per_s": round(tokens / secs)}
+            "tokens_per_s": round(tokens / secs), "pairs_per_s": round(B / secs, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--types", nargs="+", default=sorted(MODEL_TYPES), choices=sorted(MODEL_TYPES))
+    p.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=sorted(PRESETS))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--text_batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64, help="image-caption pairs per step")
+    p.add_argument("--text_batch", type=int, default=32, help="text blocks per step")
     p.add_argument("--caption_tokens", type=int, default=16)
-    p.add_argument("--block", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--vision_width", type=int, default=128)
     p.add_argument("--image_size", type=int, default=32)
-    p.add_argument("--vocab", type=int, default=600)
+    p.add_argument("--out", type=Path, help="also write the table as Markdown (and .json) here")
     args = p.parse_args(argv)
-    for precision in args.precision:
-        print(json.dumps(bench(args, precision)), flush=True)
+    rows = []
+    for preset in args.presets:
+        for model_type in args.types:
+            for precision in args.precision:
+                rows.append(bench(model_type, preset, args, precision))
+                print(json.dumps(rows[-1]), flush=True)
+    table = pd.DataFrame(rows).to_markdown(index=False)
+    print(table)
+    if args.out:
+        tmp = args.out.with_suffix(".md.tmp")
+        tmp.write_text(table + "\n")
+        tmp.replace(args.out)
+        write_json_atomic(args.out.with_suffix(".json"), rows)
     return 0
 
 

@@ -22,20 +22,21 @@ from eval.run import SUMMARY, chance_of
 
 SETTINGS = {
     "model": ("model", "model_type"),
+    "preset": ("model", "preset"),
     "curriculum": ("data", "curriculum"),
     "text_pretrain_steps": ("train", "text_pretrain_steps"),
     "multimodal_steps": ("train", "multimodal_steps"),
     "uniform_w": ("loss", "uniform_weight"),
     "align_w": ("loss", "align_weight"),
     "xuniform_w": ("loss", "xuniform_weight"),
-    "temperature": ("loss", "temperature"),
-    "learn_temperature": ("loss", "learn_temperature"),
+    "temperature": ("model", "temperature"),
+    "learn_temperature": ("model", "learn_temperature"),
     "word_budget": ("data", "word_budget"),
     "seed": ("train", "seed"),
 }
 # config fields that do not change what a run learns; every other field separates conditions
 NOT_A_CONDITION = {"seed", "output_dir", "overwrite_output_dir", "run_eval", "report_to", "logging_steps",
-                   "eval_steps", "eval_gap_pairs", "eval_batch_size", "use_cpu", "data_dir"}
+                   "eval_steps", "eval_gap_pairs", "eval_batch_size", "use_cpu", "data_dir", "num_threads"}
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -48,7 +49,8 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
             continue
         config, results = json.loads(cfg.read_text()), json.loads(res.read_text())
         row = {"run": d.name}
-        row.update({k: config[s][f] for k, (s, f) in SETTINGS.items()})
+        # a setting a run's type does not have (the text type's contrastive weights) is None
+        row.update({k: config.get(s, {}).get(f) for k, (s, f) in SETTINGS.items()})
         listed = set(SETTINGS.values())
         row.update({f: v for s, section in config.items() for f, v in section.items()
                     if (s, f) not in listed and f not in NOT_A_CONDITION})

@@ -19,9 +19,9 @@ def naive_logprob(model, tok, image_path, context, continuation):
     """log P(continuation | image, context), one item at a time, no padding, no batching."""
     whole = tok(context + continuation)["input_ids"]
     n_ctx = len(tok(context)["input_ids"])
-    image = torch.from_numpy(load_image(image_path, model.config.vision.image_size))[None]
+    image = torch.from_numpy(load_image(image_path, model.config.image_size))[None]
     with torch.no_grad():
-        logits = model.caption_logits(model.vision(image), torch.tensor([whole]), torch.ones(1, len(whole)).long())
+        logits = model.caption_logits(torch.tensor([whole]), torch.ones(1, len(whole)).long(), model.image_context(image))
     logp = torch.log_softmax(logits[0].float(), -1)
     return sum(logp[i - 1, whole[i]].item() for i in range(n_ctx, len(whole)))
 
@@ -33,7 +33,7 @@ def naive_text_embedding(model, tok, text):
 
 
 def naive_image_embedding(model, path):
-    image = torch.from_numpy(load_image(path, model.config.vision.image_size))[None]
+    image = torch.from_numpy(load_image(path, model.config.image_size))[None]
     with torch.no_grad():
         return model.embed_images(image)[0]
 

@@ -17,9 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from babymm import train
 from babymm.config import TrainArguments
 from babymm.images import load_image
-from babymm.models import MultimodalConfig, build_model, load_model
+from babymm.models import GitConfig, build_model, load_model
 from babymm.models.base import MULTIMODAL_CONFIG
-from babymm.vision import VisionConfig
 from eval import run as eval_run
 from eval.gap_metrics import centroid_distance
 from eval.lm_adapter import BabymmLM
@@ -95,8 +94,8 @@ def caption_logprob(model, tok, image_input, text):
     """log P(text | image, BOS) from `caption_logits`, one item: image_input is [D] or [3, S, S]."""
     ids = tok(text)["input_ids"]
     with torch.no_grad():
-        tokens = model.vision(torch.as_tensor(image_input)[None])
-        logits = model.caption_logits(tokens, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0]
+        context = model.image_context(torch.as_tensor(image_input)[None])
+        logits = model.caption_logits(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), context)[0]
     logp = torch.log_softmax(logits.float(), -1)
     return sum(logp[i - 1, ids[i]].item() for i in range(1, len(ids)))
 
@@ -128,8 +127,8 @@ def scored(tiny_run, eval_data, tmp_path_factory):
 def test_features_run_skips_then_scores_by_feature_id(tiny_run, eval_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(eval_data / "eval", data / "eval")
-    cfg = MultimodalConfig.from_dict(json.loads((tiny_run / MULTIMODAL_CONFIG).read_text()))
-    cfg.vision = VisionConfig(kind="features", width=cfg.vision.width, feature_dim=FEATURE_DIM)
+    saved = json.loads((tiny_run / MULTIMODAL_CONFIG).read_text())
+    cfg = GitConfig.from_dict({**saved, "vision_encoder": "features"}).resolve(feature_dim=FEATURE_DIM)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     run_dir = tmp_path / "features-run"
@@ -356,7 +355,7 @@ def test_logged_centroid_distance_matches_saved_model(tiny_world, probed_runs):
     model, tok = load_model(run_dir).eval(), AutoTokenizer.from_pretrained(run_dir)
     pairs_dir = tiny_world / "eval" / "captions"
     pairs = _jsonl(pairs_dir / "heldout.jsonl")
-    size = model.config.vision.image_size
+    size = model.config.image_size
 
     def embed(items):
         images = torch.from_numpy(np.stack([load_image(pairs_dir / it["image"], size) for it in items]))
