@@ -29,15 +29,32 @@ from babymm.optim import build_optimizer
 from babymm.tasks import task_for
 
 
+def preset_model(model_type: str, preset: str, image_size: int):
+    """The model `--model_type T --preset P` trains, at the preset's nominal vocabulary size
+    (a small corpus may support fewer pieces), on conv pixels."""
+    cfg = parse_config(["--model_type", model_type, "--preset", preset])
+    derived = {"vocab_size": cfg.data.vocab_size}
+    if model_class(model_type).has_vision:
+        derived["image_size"] = image_size
+    return cfg, build_model(cfg.model.resolve(**derived))
+
+
+def param_counts(types: list[str], presets: list[str], image_size: int) -> pd.DataFrame:
+    """Millions of parameters (total; trainable is the same unless --freeze_vision) per type and preset."""
+    rows = {}
+    for preset in presets:
+        for t in types:
+            torch.manual_seed(0)
+            rows[(preset, t)] = round(preset_model(t, preset, image_size)[1].num_parameters() / 1e6, 2)
+    return pd.Series(rows).unstack().reindex(index=presets, columns=types)
+
+
 def bench(model_type: str, preset: str, args: argparse.Namespace, precision: str) -> dict:
     torch.manual_seed(0)
     dev = torch.device(args.device)
-    cfg = parse_config(["--model_type", model_type, "--preset", preset])
+    cfg, model = preset_model(model_type, preset, args.image_size)
+    model = model.to(dev)
     vocab = cfg.data.vocab_size
-    derived = {"vocab_size": vocab}
-    if model_class(model_type).has_vision:
-        derived["image_size"] = args.image_size
-    model = build_model(cfg.model.resolve(**derived)).to(dev)
     task = task_for(type(model))(cfg.loss)
     opt = build_optimizer(model, 1e-4, 0.1)
     B, T, TB, L = args.batch, args.caption_tokens, args.text_batch, cfg.data.block_size
@@ -93,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--caption_tokens", type=int, default=16)
     p.add_argument("--image_size", type=int, default=32)
     p.add_argument("--out", type=Path, help="also write the table as Markdown (and .json) here")
+    p.add_argument("--params_only", action="store_true", help="print parameter counts (M) per preset and type")
     args = p.parse_args(argv)
+    if args.params_only:
+        print(param_counts(args.types, args.presets, args.image_size).to_markdown())
+        return 0
     rows = []
     for preset in args.presets:
         for model_type in args.types:
