@@ -1,6 +1,6 @@
 """Training recipes as values: a task turns one batch into named, weighted loss terms.
 
-Each model type names its task (`task_for`), and each task carries the dataclass of the
+Each model type names its task (`BabyModel.task`, a key of `TASKS`), and each task carries the dataclass of the
 loss flags it honours, so `--model_type text --uniform_weight 0` is refused rather than
 ignored. The training loop only sums the terms a task returns and calls `after_step`.
 """
@@ -93,5 +93,12 @@ class ContrastiveCaptioning(TextCaptioning):
         model.clamp_logit_scale()
 
 
+TASKS: dict[str, type[TextCaptioning]] = {
+    "text_captioning": TextCaptioning, "contrastive_captioning": ContrastiveCaptioning}
+
+
 def task_for(model_cls: type[BabyModel]) -> type[TextCaptioning]:
-    return ContrastiveCaptioning if model_cls.has_vision else TextCaptioning
+    """The stage-2 task class a model type trains with (its `Arguments` are the loss flags)."""
+    if model_cls.task not in TASKS:
+        raise ValueError(f"{model_cls.__name__}.task {model_cls.task!r} unknown; registered: {sorted(TASKS)}")
+    return TASKS[model_cls.task]

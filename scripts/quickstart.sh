@@ -12,5 +12,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-# accelerate launch defaults to one CPU thread per process; give the one process every core
-accelerate launch --num_processes 1 --num_cpu_threads_per_process "$(nproc)" babymm/train.py --curriculum length "$@"
+# a lone CPU process uses every core (train.py overrides accelerate's one-thread default; --num_threads N pins it)
+accelerate launch babymm/train.py --curriculum length "$@"

@@ -34,3 +34,29 @@ def test_unknown_keys_and_flags_fail(tmp_path):
         parse_config(["--config", str(f)])
     with pytest.raises(SystemExit):
         parse_config(["--no_such_flag", "1"])
+
+
+def test_a_lone_cpu_process_uses_every_core_unless_pinned(monkeypatch):
+    """`accelerate launch` sets OMP_NUM_THREADS=1 for a CPU process; a single process must not keep it."""
+    import os
+    from types import SimpleNamespace
+
+    import torch
+
+    from babymm.train import set_threads
+
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    lone = SimpleNamespace(device=torch.device("cpu"), num_processes=1)
+    shared = SimpleNamespace(device=torch.device("cpu"), num_processes=2)
+    try:
+        torch.set_num_threads(1)
+        set_threads(parse_config([]), lone)
+        assert torch.get_num_threads() == cores
+        torch.set_num_threads(1)
+        set_threads(parse_config([]), shared)  # several processes share what the launcher gave
+        assert torch.get_num_threads() == 1
+        set_threads(parse_config(["--num_threads", "1"]), lone)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -41,3 +41,20 @@ def test_torchrun_two_processes_match_one(tiny_run, tiny_world, tmp_path):
     assert [m["step"] for m in gap2] == [m["step"] for m in gap1] and len(gap1) >= 2
     assert gap2[0]["eval/gap/centroid_distance"] == pytest.approx(gap1[0]["eval/gap/centroid_distance"], abs=1e-3)
     assert (ddp / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("model_type", ["flamingo", "coca", "text"])
+def test_torchrun_trains_every_model_type(model_type, tiny_world, tmp_path):
+    """DDP fails on a parameter a forward leaves unused: every type must use all of its own."""
+    run = tmp_path / model_type
+    train = ["--text_pretrain_steps", "2", "--multimodal_steps", "4", "--batch_size", "8", "--text_batch_size", "4",
+             "--logging_steps", "2", "--warmup_steps", "1", "--eval_steps", "0"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(TRAIN),
+                           "--data_dir", str(tiny_world), "--output_dir", str(run), "--model_type", model_type,
+                           *TINY_MODEL, *train, "--run_eval", "false"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage2 = [m for m in _metrics(run) if m["train/stage"] == "multimodal"]
+    assert [m["step"] for m in stage2] == [4, 6]  # logged once, after the 2 text steps
+    assert all(m["train/caption_loss"] > 0 for m in stage2)
+    assert ("train/clip_loss" in stage2[0]) == (model_type != "text")

@@ -131,6 +131,7 @@ class BabyModel(nn.Module):
 
     config_class: ClassVar[type[DecoderConfig]] = DecoderConfig
     has_vision: ClassVar[bool] = False
+    task: ClassVar[str] = "text_captioning"  # its training recipe, by name in babymm.tasks.TASKS
 
     def __init__(self, config: DecoderConfig, decoder: PreTrainedModel | None = None):
         super().__init__()
@@ -183,6 +184,7 @@ class VisionLanguageModel(BabyModel):
 
     config_class: ClassVar[type[DecoderConfig]] = VisionLanguageConfig
     has_vision: ClassVar[bool] = True
+    task: ClassVar[str] = "contrastive_captioning"
     config: VisionLanguageConfig
 
     def __init__(self, config: VisionLanguageConfig, decoder: PreTrainedModel | None = None):
