@@ -56,7 +56,8 @@ class CaptionData(torch.utils.data.Dataset):
         if not self.with_images:
             return batch
         if self.image_input == "pixels":
-            images = torch.from_numpy(np.ascontiguousarray(rows["pixel_values"]))  # [B, 3, S, S] uint8
+            # the numpy format widens integer columns to int64: back to the uint8 they were stored as
+            images = torch.from_numpy(np.ascontiguousarray(rows["pixel_values"], dtype=np.uint8))  # [B, 3, S, S]
         else:
             images = torch.from_numpy(np.stack([
                 np.asarray(self.features[f][r], dtype=np.float32)

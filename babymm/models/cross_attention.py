@@ -10,6 +10,7 @@ saved decoder weights keep Llama's names.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 
 import torch
@@ -57,24 +58,20 @@ class CrossAttentionHooks:
         self.context: torch.Tensor | None = None
         layers = decoder.get_decoder().layers
         for key in blocks:
-            layers[int(key)].register_forward_pre_hook(self._hook(int(key)), with_kwargs=True)
+            # a partial of a bound method, not a closure: `copy.deepcopy(model)` then gives hooks
+            # that act on the copy's blocks and context
+            layers[int(key)].register_forward_pre_hook(functools.partial(self._run, int(key)), with_kwargs=True)
 
-    def _hook(self, index: int):
-        def hook(module: nn.Module, args: tuple, kwargs: dict):
-            if self.context is None:
-                return None  # no image: the plain decoder layer
-            if args:
-                hidden = args[0]
-            else:
-                hidden = kwargs["hidden_states"]
-            if self.on_enter is not None:
-                self.on_enter(index, hidden)
-            hidden = self.blocks[str(index)](hidden, self.context)
-            if args:
-                return (hidden, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": hidden}
-
-        return hook
+    def _run(self, index: int, module: nn.Module, args: tuple, kwargs: dict):
+        if self.context is None:
+            return None  # no image: the plain decoder layer
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if self.on_enter is not None:
+            self.on_enter(index, hidden)
+        hidden = self.blocks[str(index)](hidden, self.context)
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
 
     @contextlib.contextmanager
     def attending(self, context: torch.Tensor) -> Iterator[None]:
