@@ -92,6 +92,13 @@ class RunConfig:
 SECTIONS = ("data", "model", "loss", "train")
 
 
+def argument_classes(model_type: str) -> tuple[type, ...]:
+    """The dataclasses a run of `model_type` is parsed into: data, the type's config, its task's
+    loss flags, training. Raises ValueError for an unknown type."""
+    model_cls = model_class(model_type)
+    return DataArguments, model_cls.config_class, task_for(model_cls).Arguments, TrainArguments
+
+
 def parse_config(argv: list[str] | None = None) -> RunConfig:
     """Flags over an optional `--config FILE.yaml` (flat keys, or nested by section) over the
     `--preset`'s sizes. `--model_type` picks the config and loss classes parsed, so a flag of
@@ -106,13 +113,13 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     preset = known.preset or from_file.pop("preset", DEFAULT_PRESET)
     from_file.pop("model_type", None), from_file.pop("preset", None)
     try:
-        model_cls = model_class(model_type)
+        classes = argument_classes(model_type)
     except ValueError as e:
         raise SystemExit(f"error: --model_type: {e}") from None
     if preset not in PRESETS:
         raise SystemExit(f"error: --preset {preset!r} unknown; use one of {sorted(PRESETS)}")
-    task = task_for(model_cls)
-    parser = HfArgumentParser((DataArguments, model_cls.config_class, task.Arguments, TrainArguments))
+    model_cls = model_class(model_type)
+    parser = HfArgumentParser(classes)
     parser.add_argument("--config", type=Path, help="YAML file of defaults; flags override it.")
     parser.add_argument("--model_type", choices=sorted(MODEL_TYPES), default="git",
                         help="git, flamingo, coca, or text (the same decoder with no vision).")

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from babymm.config import parse_config
-from babymm.files import write_json_atomic
+from babymm.files import write_json_atomic, write_text_atomic
 from babymm.models import MODEL_TYPES, PRESETS, build_model, model_class
 from babymm.optim import build_optimizer
 from babymm.tasks import task_for
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows).to_markdown(index=False)
     print(table)
     if args.out:
-        tmp = args.out.with_suffix(".md.tmp")
-        tmp.write_text(table + "\n")
-        tmp.replace(args.out)
+        write_text_atomic(args.out, table + "\n")
         write_json_atomic(args.out.with_suffix(".json"), rows)
     return 0
 

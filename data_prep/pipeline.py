@@ -39,10 +39,12 @@ def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: in
             build_world: bool | None = None) -> Prepared:
     """Run every stage that is not up to date. `word_budget` is the size of the built-in world:
     it is generated at that size, and a world generated at another size is refused (never
-    silently reused under the new label). Real data is used whole and may not name a budget."""
+    silently reused under the new label); a missing or empty `data_dir` named with a budget gets
+    a new world. Real data is used whole and may not name a budget."""
     data_dir = Path(data_dir)
-    if build_world is None:
-        build_world = data_dir.resolve() == WORLD_DEFAULT_DIR.resolve()
+    if build_world is None:  # the default location, or a new directory asked for at a budget
+        empty = not data_dir.exists() or not any(data_dir.iterdir())
+        build_world = data_dir.resolve() == WORLD_DEFAULT_DIR.resolve() or (word_budget is not None and empty)
     manifest = data_dir / "world.json"
     if build_world and not manifest.exists():
         budget = word_budget or world.DEFAULT_BUDGET

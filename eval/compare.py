@@ -60,7 +60,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
     if not rows:
         raise ValueError("no run had results.json and run_config.json")
     df = pd.DataFrame(rows).set_index("run")
-    varying = [c for c in df.columns if c not in SUMMARY and df[c].astype(str).nunique() > 1]
+    varying = [c for c in df.columns if c not in SUMMARY and df[c].map(repr).nunique() > 1]  # repr: None and NaN count as values
     out = df[varying + [c for c in SUMMARY if c in df.columns]]
     out.attrs["settings"] = varying
     return out, chance
@@ -71,7 +71,9 @@ def by_condition(df: pd.DataFrame) -> pd.DataFrame:
     settings = df.attrs.get("settings", [c for c in df.columns if c in SETTINGS])
     conds = [c for c in settings if c != "seed"]
     scores = [c for c in df.columns if c not in settings]
-    keys = (df[conds].apply(lambda r: ", ".join(f"{c}={v}" for c, v in r.items()), axis=1) if conds
+    # a setting the run's type does not have (NaN, None) is left out of its label
+    keys = (df[conds].apply(lambda r: ", ".join(f"{c}={v}" for c, v in r.items() if not pd.isna(v)), axis=1)
+            if conds
             else pd.Series("all runs", index=df.index))
     grouped = df[scores].groupby(keys.rename("condition"), sort=False)
     out = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1)}, axis=1)
@@ -86,10 +88,12 @@ def condition_table(agg: pd.DataFrame, chance: dict[str, float]) -> str:
     cells["seeds"] = agg[("n", "seeds")].astype(object)
     for c in scores:
         m, s = agg[("mean", c)], agg[("std", c)]
-        cells[c] = [f"{a:.3f} ± {b:.3f}" if pd.notna(b) else f"{a:.3f}" for a, b in zip(m, s, strict=True)]
+        # a score a condition does not have (the text type's retrieval) is an empty cell
+        cells[c] = ["" if pd.isna(a) else f"{a:.3f} ± {b:.3f}" if pd.notna(b) else f"{a:.3f}"
+                    for a, b in zip(m, s, strict=True)]
     chance_row = {"seeds": ""} | {c: f"{chance[c]:.3f}" if c in chance else "" for c in scores}
     cells.loc["chance"] = chance_row
-    return cells.to_markdown()
+    return cells.to_markdown(disable_numparse=True)  # keep the cells' own formatting
 
 
 def plot(agg: pd.DataFrame, chance: dict[str, float], path: Path) -> None:

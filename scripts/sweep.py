@@ -35,12 +35,15 @@ subsampling real data is not supported yet.
 
 Each run is named from its settings, `<type>-<curriculum>-<pre|nopre>-<loss>[-b<budget>]-s<seed>`
 (e.g. git-length-pre-cua-b250000-s0), in OUT/<name>. A run whose directory holds results.json
-is skipped; one whose run_config.json differs from what the config asks now (steps, sizes, ...
-anything but paths and logging) is reported stale, left out of the tables and counted as a
-failure, unless `--rerun_stale` trains it again. Any other run is (re)trained, replacing its
+is skipped; one whose run_config.json differs from what the config asks now in a field that
+changes what a run learns (steps, sizes, rates, ...: all but `eval.compare.NOT_A_CONDITION`) is
+reported stale, left out of the tables and counted as a failure, unless `--rerun_stale` trains
+it again. Any other run is (re)trained, replacing its
 directory, through `accelerate launch ... babymm/train.py --overwrite_output_dir true`, one at
-a time; its output goes to OUT/<name>/train.log and a one-line status with the elapsed time to
-stdout. A failed run is reported and the sweep goes on; the exit code is 1 if any run failed
+a time (launch.num_cpu_threads_per_process also goes to train.py as `--num_threads`, which a
+lone CPU process would otherwise override, and launch.mixed_precision as `--mixed_precision`,
+which train.py's Accelerator would otherwise override); its output goes to OUT/<name>/train.log
+and a one-line status with the elapsed time to stdout. A failed run is reported and the sweep goes on; the exit code is 1 if any run failed
 (or is stale), 2 for a bad config.
 
 Then (and with `--collect_only`, which trains nothing) every run of the grid with results.json
@@ -59,6 +62,7 @@ import io
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -72,9 +76,9 @@ from typing import Any
 
 import yaml
 
+from babymm.files import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python scripts/sweep.py` puts scripts/, not the root, on the path
-    sys.path.insert(0, str(ROOT))
 
 DEFAULT_CONFIG = ROOT / "sweeps" / "default.yaml"
 DEFAULT_DATA_DIR = "data/world"
@@ -187,16 +191,12 @@ def has_contrastive_loss(model_type: str) -> bool:
 
 
 def type_flags(model_type: str) -> set[str]:
-    """The flag names (dests) train.py parses for `model_type`, as `babymm.config.parse_config` does."""
+    """The flag names (dests) train.py parses for `model_type`."""
     from transformers import HfArgumentParser
 
-    from babymm.config import DataArguments, TrainArguments
-    from babymm.models import model_class
-    from babymm.tasks import task_for
+    from babymm.config import argument_classes
 
-    cls = model_class(model_type)
-    parser = HfArgumentParser((DataArguments, cls.config_class, task_for(cls).Arguments, TrainArguments))
-    return {a.dest for a in parser._actions if a.dest != "help"}
+    return {a.dest for a in HfArgumentParser(argument_classes(model_type))._actions if a.dest != "help"}
 
 
 def is_builtin_world(data_dir: Path) -> bool:
@@ -401,14 +401,9 @@ def launch_command(sweep: Sweep, argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(la["num_processes"]),
             "--num_cpu_threads_per_process", str(la["num_cpu_threads_per_process"]),
             "--mixed_precision", la["mixed_precision"], "--num_machines", "1", "--dynamo_backend", "no",
-            *(["--multi_gpu"] if la["num_processes"] > 1 and _gpus() > 1 else []),
+            # several processes: the torchrun-style launcher (train.py runs them on gloo on a CPU)
+            *(["--multi_gpu"] if la["num_processes"] > 1 else []),
             "babymm/train.py", *argv]
-
-
-def _gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def train_one(cmd: list[str], run_dir: Path) -> tuple[int, str]:
@@ -443,8 +438,20 @@ def train_one(cmd: list[str], run_dir: Path) -> tuple[int, str]:
             live.close()
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(log_path, "".join(lines))
-    last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
-    return rc, last[:300]
+    return rc, failure_line(lines)[:300]
+
+
+def failure_line(lines: list[str]) -> str:
+    """The line that says why a run failed: train.py's `error: ...`, else the training process's
+    exception (not the launcher's CalledProcessError about it), else the last line."""
+    text = [ln.strip() for ln in lines if ln.strip()]
+    for ln in text:
+        if ln.startswith("error: "):
+            return ln
+    for ln in reversed(text):
+        if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln) and "CalledProcessError" not in ln:
+            return ln
+    return text[-1] if text else ""
 
 
 def ensure_world(sweep: Sweep, budget: int) -> None:
@@ -465,12 +472,6 @@ def ensure_world(sweep: Sweep, budget: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------- results
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[str, Any]]) -> list[Path]:
@@ -524,7 +525,7 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
         "",
     ]
     written.append(out / "conditions.md")
-    write_text_atomic(written[-1], "\n".join(header) + condition_table(agg, chance) + "\n")
+    write_text_atomic(written[-1], "\n".join(header) + "\n" + condition_table(agg, chance) + "\n")
 
     png = out / "by_model_type.png"
     if plot_by_model_type(table, varying, chance, png):
@@ -544,9 +545,7 @@ def _labels(table, cols: list[str]) -> list[str]:
 
 
 def _to_csv_atomic(df, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp)
-    tmp.replace(path)
+    write_text_atomic(path, df.to_csv())
 
 
 def _stats(table, keys: list[str], scores: list[str]):
@@ -572,8 +571,17 @@ def _figure(n: int):
     return plt, fig, list(axes.flat[:n])
 
 
-def _save(plt, fig, path: Path) -> None:
-    fig.tight_layout()
+def _save(plt, fig, ax0, path: Path, title: str) -> None:
+    """One legend under the panels (from the first panel's series), then an atomic PNG."""
+    handles, labels = ax0.get_legend_handles_labels()
+    ncol = min(4, max(1, len(labels)))
+    rows = math.ceil(len(labels) / ncol)
+    height = fig.get_figheight()
+    fig.set_figheight(height + 0.25 * rows + 0.4)
+    bottom = (0.25 * rows + 0.2) / fig.get_figheight()
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -607,10 +615,8 @@ def plot_by_model_type(table, varying: list[str], chance: dict[str, float], path
         ax.set_title(score, fontsize=10)
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("score (± 1 s.d. over seeds)")
-    axes[0].legend(fontsize=7, title="model type", title_fontsize=7)
-    fig.suptitle(f"by model type and curriculum; dashed: chance; n seeds per bar: "
-                 f"{sorted(set(t.groupby(['curriculum', '_series']).size()))}", fontsize=10)
-    _save(plt, fig, path)
+    _save(plt, fig, axes[0], path, "by model type and curriculum; dashed: chance; seeds per bar: "
+          f"{sorted(set(t.groupby(['curriculum', '_series']).size()))}")
     return True
 
 
@@ -642,14 +648,58 @@ def plot_by_word_budget(sweep: Sweep, table, varying: list[str], chance: dict[st
         ax.set_title(score, fontsize=10)
         ax.set_xlabel("training words")
     axes[0].set_ylabel("score (± 1 s.d. over seeds)")
-    axes[0].legend(fontsize=7)
     note = f"; {AS_IS} = {as_is:,} words" if as_is else ""
-    fig.suptitle(f"by word budget; dashed: chance{note}", fontsize=10)
-    _save(plt, fig, path)
+    _save(plt, fig, axes[0], path, f"by word budget; dashed: chance{note}; seeds per point: "
+          f"{sorted(set(t.groupby(['_series', '_words']).size()))}")
     return True
 
 
 # ----------------------------------------------------------------------------------------- main
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def train_all(sweep: Sweep, runs: list[Run], states: dict[str, tuple[str, str]], out: Path,
+              rerun_stale: bool) -> list[str]:
+    """Train the runs that are not done, one at a time; returns the failed (and stale) ones."""
+    failed: list[str] = []
+    out.mkdir(parents=True, exist_ok=True)
+    started, trained, skipped = time.perf_counter(), 0, 0
+    for i, r in enumerate(runs, 1):
+        run_dir = out / r.name
+        state, why = states[r.name]
+        tag = f"[{i}/{len(runs)}] {r.name}:"
+        if state == "done":
+            print(f"{tag} skipped (results.json exists)", flush=True)
+            skipped += 1
+            continue
+        if state == "stale" and not rerun_stale:
+            print(f"{tag} STALE, left out: its results were made with other settings: {why}; "
+                  "pass --rerun_stale to retrain it, or use another --out", flush=True)
+            failed.append(r.name)
+            continue
+        t0 = time.perf_counter()
+        try:
+            if r.word_budget is not None:
+                ensure_world(sweep, r.word_budget)  # before the status line: it logs as it goes
+            print(f"{tag} training ... ", end="", flush=True)
+            rc, last = train_one(launch_command(sweep, sweep.argv(r, run_dir)), run_dir)
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"{tag} ", end="")
+            rc, last = None, f"{type(e).__name__}: {e}"
+        took = fmt_time(time.perf_counter() - t0)
+        if rc == 0 and (run_dir / "results.json").exists():
+            print(f"ok in {took}", flush=True)
+            trained += 1
+        else:
+            why = "error" if rc is None else f"exit {rc}" if rc else "no results.json"
+            print(f"FAILED ({why}) after {took}: {last} [log: {run_dir / 'train.log'}]", flush=True)
+            failed.append(r.name)
+    print(f"sweep: {trained} trained, {skipped} skipped, {len(failed)} failed in "
+          f"{fmt_time(time.perf_counter() - started)}", flush=True)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -695,39 +745,16 @@ def main(argv: list[str] | None = None) -> int:
 
     failed: list[str] = []
     if not args.collect_only:
-        out.mkdir(parents=True, exist_ok=True)
-        started, trained, skipped = time.perf_counter(), 0, 0
-        for i, r in enumerate(runs, 1):
-            run_dir = out / r.name
-            state, why = states[r.name]
-            tag = f"[{i}/{len(runs)}] {r.name}:"
-            if state == "done":
-                print(f"{tag} skipped (results.json exists)", flush=True)
-                skipped += 1
-                continue
-            if state == "stale" and not args.rerun_stale:
-                print(f"{tag} STALE, left out: its results were made with other settings: {why}; "
-                      "pass --rerun_stale to retrain it, or use another --out", flush=True)
-                failed.append(r.name)
-                continue
-            print(f"{tag} training ... ", end="", flush=True)
-            t0 = time.perf_counter()
-            try:
-                if r.word_budget is not None:
-                    ensure_world(sweep, r.word_budget)
-                rc, last = train_one(launch_command(sweep, sweep.argv(r, run_dir)), run_dir)
-            except (OSError, ValueError, RuntimeError) as e:
-                rc, last = -1, f"{type(e).__name__}: {e}"
-            took = fmt_time(time.perf_counter() - t0)
-            if rc == 0 and (run_dir / "results.json").exists():
-                print(f"ok in {took}", flush=True)
-                trained += 1
-            else:
-                why = f"exit {rc}" if rc else "no results.json"
-                print(f"FAILED ({why}) after {took}: {last} [log: {run_dir / 'train.log'}]", flush=True)
-                failed.append(r.name)
-        print(f"sweep: {trained} trained, {skipped} skipped, {len(failed)} failed in "
-              f"{fmt_time(time.perf_counter() - started)}", flush=True)
+        # the training runs in a session of its own: a SIGTERM here must stop it too (see train_one)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            failed = train_all(sweep, runs, states, out, args.rerun_stale)
+        except KeyboardInterrupt:
+            print("\nsweep: interrupted; the run in progress was stopped (it is retrained next time)",
+                  file=sys.stderr)
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if out.is_dir():
         written = collect(sweep, runs, out, expected)
         if written:

@@ -4,6 +4,7 @@ and the plot. The expected numbers are worked out by hand from the scores chosen
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from babymm.config import parse_config
@@ -108,3 +109,19 @@ def test_runs_sharing_a_seed_are_never_one_condition(tmp_path):
             make_run(tmp_path, "big-s0", ["--seed", "0", "--hidden_size", "256"], 0.7, 0.6)]
     agg = compare.by_condition(compare.load_runs(runs)[0])
     assert list(agg[("n", "seeds")]) == [1, 1]
+
+
+def test_text_runs_compare_beside_image_runs(tmp_path):
+    """A text run has no loss weights and no retrieval: its settings read None, its cells empty."""
+    img = make_run(tmp_path, "git-s0", ["--seed", "0"], 0.6, 0.7)
+    results = json.loads((img / "results.json").read_text())
+    results["summary"]["R@1 i->t"] = 0.25
+    (img / "results.json").write_text(json.dumps(results))
+    text = make_run(tmp_path, "text-s0", ["--seed", "0", "--model_type", "text"], 0.5, 0.72)
+    df, chance = compare.load_runs([img, text])
+    assert df.loc["text-s0", "model"] == "text" and df.loc["git-s0", "model"] == "git"
+    assert pd.isna(df.loc["text-s0", "uniform_w"]) and df.loc["git-s0", "uniform_w"] == 1.0
+    table = compare.condition_table(compare.by_condition(df), chance)
+    text_row = next(line for line in table.splitlines() if "model=text" in line)
+    assert "nan" not in text_row and "0.720" in text_row
+    assert "0.250" in next(line for line in table.splitlines() if "model=git" in line)

@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _load_sweep():
     spec = importlib.util.spec_from_file_location("sweep_script", ROOT / "scripts" / "sweep.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -74,7 +76,7 @@ def test_seeds_flag_pretrain_axis_and_budget_worlds(tiny_world, tmp_path, capsys
                        word_budget=[None, 30000])
     assert sweep.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--dry_run", "--seeds", "4", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    cmds = {ln.split("]", 1)[1].split(":", 1)[0].strip(): nxt for ln, nxt in zip(lines, lines[1:]) if ln.startswith("[")}
+    cmds = {ln.split("]", 1)[1].split(":", 1)[0].strip(): nxt for ln, nxt in zip(lines, lines[1:], strict=False) if ln.startswith("[")}
     assert len(cmds) == 2 * 2 * 2
     budget_run = cmds["git-length-nopre-cua-b30000-s5"]
     assert f"--data_dir {tiny_world}-30000w --word_budget 30000" in budget_run
@@ -176,8 +178,8 @@ def test_toy_sweep_trains_and_tabulates(toy_sweep):
     assert list(runs["loss"]) == ["cua", "none"]
     assert list(runs["seed"]) == [0, 0]
     assert runs["BLiMP"].between(0, 1).all()
-    assert pd.isna(runs.loc["text-length-pre-none-s0", "Winoground"])  # text reads no images
-    assert 0 <= runs.loc["git-length-pre-cua-s0", "Winoground"] <= 1
+    assert pd.isna(runs.loc["text-length-pre-none-s0", "R@1 i->t"])  # text has no image embeddings
+    assert 0 <= runs.loc["git-length-pre-cua-s0", "R@1 i->t"] <= 1
 
     cond = pd.read_csv(out / "conditions.csv", index_col=0)
     assert len(cond) == 2
@@ -216,12 +218,12 @@ def test_toy_sweep_second_run_skips_and_collect_only(toy_sweep, capsys):
 
 
 def test_failed_run_is_reported_and_sweep_goes_on(tiny_world, tmp_path, capsys):
-    # vision_encoder "features" on a pixel world: train.py refuses after data prep, exit 2
+    # vision_encoder "features" on a pixel world: train.py refuses after data prep (the launcher exits 1)
     cfg = write_config(tmp_path / "fail.yaml", tiny_world, model_type=["git"],
                        train_flags=tiny_flags(vision_encoder="features"))
     assert sweep.main(["--config", str(cfg), "--out", str(tmp_path / "out")]) == 1
     captured = capsys.readouterr()
     line = next(ln for ln in captured.out.splitlines() if ln.startswith("[1/1]"))
-    assert "FAILED (exit 2)" in line and "vision_encoder" in line
+    assert "FAILED (exit 1)" in line and "error: data in" in line and "--vision_encoder is 'features'" in line
     assert "train.log" in line and (tmp_path / "out" / "git-length-pre-cua-s0" / "train.log").exists()
     assert "1 run(s) failed" in captured.err
