@@ -4,8 +4,8 @@
 
 ingest -> count words -> train tokenizer -> tokenize text -> score captions -> curriculum.
 Every stage is idempotent, so this is also what training calls to make sure its inputs exist.
-If `data_dir` is the built-in world's default location and holds nothing, the world is
-generated first (never downloaded).
+If `data_dir` is the built-in world's default location and holds nothing, or is missing or
+empty and named with `--word_budget`, the world is generated first (never downloaded).
 """
 
 from __future__ import annotations
