@@ -130,3 +130,33 @@ def test_a_world_of_an_older_version_is_regenerated_with_its_parameters(tmp_path
     assert params == {"word_budget": 3000, "seed": 1, "image_size": 32, "caption_fraction": 0.4,
                       "eval_scale": 0.02, "version": world.VERSION}
     assert "holds world-0: regenerating it as " + world.VERSION in capsys.readouterr().out
+
+
+def test_word_budget_is_honoured_or_refused(tmp_path, monkeypatch):
+    """A budget never relabels data of another size: it names the world to generate, or is refused."""
+    from babymm.files import DataError
+    from data_prep import pipeline, world
+
+    d = tmp_path / "world"
+    world.generate_world(d, word_budget=3000, seed=1, eval_scale=0.02)
+    with pytest.raises(DataError, match=r"generated at 3,000 words, not --word_budget 4,000"):
+        pipeline.prepare(d, word_budget=4000)
+    real = tmp_path / "real"
+    (real / "text").mkdir(parents=True)
+    (real / "text" / "a.train").write_text("some words here\n")
+    with pytest.raises(DataError, match="subsampling real data to a budget is not supported"):
+        pipeline.prepare(real, word_budget=10)
+
+    class Stop(Exception):
+        pass
+
+    made = []
+
+    def fake_generate(out_dir, word_budget, **kwargs):
+        made.append((out_dir, word_budget))
+        raise Stop
+
+    monkeypatch.setattr(world, "generate_world", fake_generate)
+    with pytest.raises(Stop):  # a new directory named with a budget gets a world of that size
+        pipeline.prepare(tmp_path / "world-5000w", word_budget=5000)
+    assert made == [(tmp_path / "world-5000w", 5000)]
