@@ -538,3 +538,18 @@ def test_base_preset_parameter_count(t):
     with torch.device("meta"):
         model = build_model(cfg.model.resolve(vocab_size=Vb))
     assert model.num_parameters() == expected
+
+
+@pytest.mark.parametrize("t", VISION_TYPES)
+def test_each_caption_sees_only_its_own_image(t):
+    """Replacing row 1's image changes row 1's caption logits and never row 0's."""
+    model = tiny_model(t).eval()
+    if t == "flamingo":
+        set_gates(model, 0.5)  # open the gates, else no caption sees any image
+    batch = toy_batch()
+    other = dict(batch, images=batch["images"].clone())
+    other["images"][1] = 255 - other["images"][1]
+    with torch.no_grad():
+        a, b = caption_logits_with_image(model, batch), caption_logits_with_image(model, other)
+    assert torch.equal(a[0], b[0])
+    assert not torch.allclose(a[1], b[1])
