@@ -648,7 +648,7 @@ def plot_by_word_budget(sweep: Sweep, table, varying: list[str], chance: dict[st
         ax.set_title(score, fontsize=10)
         ax.set_xlabel("training words")
     axes[0].set_ylabel("score (± 1 s.d. over seeds)")
-    note = f"; {AS_IS} = {as_is:,} words" if as_is else ""
+    note = f"; {AS_IS} = {as_is:,} words" if as_is and (table["word_budget"] == AS_IS).any() else ""
     _save(plt, fig, axes[0], path, f"by word budget; dashed: chance{note}; seeds per point: "
           f"{sorted(set(t.groupby(['_series', '_words']).size()))}")
     return True
