@@ -109,9 +109,9 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     pre.add_argument("--preset")
     known, _ = pre.parse_known_args(argv)
     from_file = _read_config_file(known.config) if known.config is not None else {}
-    model_type = known.model_type or from_file.pop("model_type", "git")
-    preset = known.preset or from_file.pop("preset", DEFAULT_PRESET)
-    from_file.pop("model_type", None), from_file.pop("preset", None)
+    file_type, file_preset = from_file.pop("model_type", None), from_file.pop("preset", None)
+    model_type = known.model_type or file_type or "git"
+    preset = known.preset or file_preset or DEFAULT_PRESET
     try:
         classes = argument_classes(model_type)
     except ValueError as e:

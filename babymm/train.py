@@ -36,7 +36,7 @@ from babymm.models import BabyModel, build_model, model_class
 from babymm.tasks import TextPretraining, task_for
 from babymm.tokenizer import load_tokenizer
 from babymm.training import MetricsLog, TrainState, run_stage, step_loader, text_only, with_text
-from babymm.vision import PIXEL_ENCODERS
+from babymm.vision import PIXEL_ENCODERS, VisionConfig
 from data_prep.pipeline import Prepared, prepare
 from eval.multimodal import TaskSkipped
 from eval.probe import GapProbe
@@ -53,7 +53,7 @@ def build(cfg: RunConfig, prepared: Prepared, tokenizer, captions: CaptionData) 
     m, d = cfg.model, cfg.data
     derived = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    if hasattr(m, "vision_encoder"):
+    if isinstance(m, VisionConfig):
         wants = "features" if m.vision_encoder == "features" else "pixels"
         if captions.image_input != wants:
             fix = "features" if captions.image_input == "features" else f"one of {PIXEL_ENCODERS}"
@@ -63,10 +63,9 @@ def build(cfg: RunConfig, prepared: Prepared, tokenizer, captions: CaptionData) 
         if captions.image_input == "features":
             derived.update(feature_dim=captions.feature_dim, feature_tokens=captions.feature_tokens)
     model = build_model(m.resolve(**derived))
-    image_tokens = getattr(model, "num_image_tokens", 0) if cfg.model_type == "git" else 0
-    longest = max(d.block_size, d.max_caption_tokens + image_tokens)
+    longest = max(d.block_size, d.max_caption_tokens + model.prefix_tokens)
     if longest > m.max_positions:
-        raise ValueError(f"sequences of {longest} tokens (block size, or caption plus {image_tokens} image "
+        raise ValueError(f"sequences of {longest} tokens (block size, or caption plus {model.prefix_tokens} image "
                          f"tokens) exceed --max_positions {m.max_positions}")
     return model
 

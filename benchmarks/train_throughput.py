@@ -24,7 +24,7 @@ import torch
 
 from babymm.config import parse_config
 from babymm.files import write_json_atomic, write_text_atomic
-from babymm.models import MODEL_TYPES, PRESETS, build_model, model_class
+from babymm.models import MODEL_TYPES, PRESETS, VisionLanguageModel, build_model, model_class
 from babymm.optim import build_optimizer
 from babymm.tasks import task_for
 
@@ -85,10 +85,10 @@ def bench(model_type: str, preset: str, args: argparse.Namespace, precision: str
     if dev.type == "cuda":
         torch.cuda.synchronize()
     secs = (time.perf_counter() - start) / args.steps
-    prefix = model.num_image_tokens if model_type == "git" else 0
-    # caption pass (+ GIT's image prefix), the no-image text-embedding pass of git/flamingo, text batch
-    embed_pass = B * T if model_type in ("git", "flamingo") else 0
-    tokens = B * (T + prefix) + embed_pass + TB * L
+    # caption pass (+ GIT's image prefix); a separate no-image pass for the text embedding unless the
+    # type reads it inside its captioning pass (CoCa overrides `caption_pass`); the text batch
+    separate_embed_pass = model.has_vision and type(model).caption_pass is VisionLanguageModel.caption_pass
+    tokens = B * (T + model.prefix_tokens) + (B * T if separate_embed_pass else 0) + TB * L
     return {"type": model_type, "preset": preset, "device": args.device,
             "name": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "precision": precision,

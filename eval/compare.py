@@ -66,16 +66,20 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
     return out, chance
 
 
+def condition_labels(df: pd.DataFrame, settings: list[str]) -> pd.Series:
+    """Each run's condition, `a=1, b=x`, from its `settings`; a setting its type does not have
+    (NaN, None) is left out of the label."""
+    if not settings:
+        return pd.Series("all runs", index=df.index)
+    return df[settings].apply(lambda r: ", ".join(f"{c}={v}" for c, v in r.items() if not pd.isna(v)), axis=1)
+
+
 def by_condition(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and seed count of every score per condition (runs equal but for the seed)."""
     settings = df.attrs.get("settings", [c for c in df.columns if c in SETTINGS])
     conds = [c for c in settings if c != "seed"]
     scores = [c for c in df.columns if c not in settings]
-    # a setting the run's type does not have (NaN, None) is left out of its label
-    keys = (df[conds].apply(lambda r: ", ".join(f"{c}={v}" for c, v in r.items() if not pd.isna(v)), axis=1)
-            if conds
-            else pd.Series("all runs", index=df.index))
-    grouped = df[scores].groupby(keys.rename("condition"), sort=False)
+    grouped = df[scores].groupby(condition_labels(df, conds).rename("condition"), sort=False)
     out = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1)}, axis=1)
     out[("n", "seeds")] = grouped.size()
     return out

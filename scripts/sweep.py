@@ -478,7 +478,7 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
     """Tables and plots of the grid's finished runs in `out`; returns the files written."""
     import pandas as pd
 
-    from eval.compare import by_condition, condition_table, load_runs
+    from eval.compare import by_condition, condition_labels, condition_table, load_runs
     from eval.run import SUMMARY
 
     finished = [r for r in runs if run_state(out / r.name, expected[r.name])[0] == "done"]
@@ -498,7 +498,7 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
     frame = table[[*varying, "seed", *scores]].copy()
     frame.attrs["settings"] = [*varying, "seed"]
     agg = by_condition(frame)
-    first = table[axes].groupby(pd.Series(_labels(table, varying), index=table.index), sort=False).first()
+    first = table[axes].groupby(condition_labels(table, varying), sort=False).first()
     flat = pd.DataFrame(index=agg.index)
     for a in axes:
         flat[a] = first.loc[agg.index, a].values
@@ -535,13 +535,6 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
     if len(budgets) > 1 and plot_by_word_budget(sweep, table, varying, chance, png):
         written.append(png)
     return written
-
-
-def _labels(table, cols: list[str]) -> list[str]:
-    """The condition label `eval.compare.by_condition` gives each run."""
-    if not cols:
-        return ["all runs"] * len(table)
-    return [", ".join(f"{c}={v}" for c, v in row.items()) for _, row in table[cols].iterrows()]
 
 
 def _to_csv_atomic(df, path: Path) -> None:

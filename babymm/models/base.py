@@ -162,6 +162,12 @@ class BabyModel(nn.Module):
                                        text_input_ids, text_attention_mask)
         return out
 
+    @property
+    def prefix_tokens(self) -> int:
+        """Image tokens the type puts into the decoder's own sequence (GIT's prefix); they count
+        against `max_positions`."""
+        return 0
+
     def clamp_logit_scale(self) -> None:
         """Nothing to clamp without a contrastive head."""
 

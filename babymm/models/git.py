@@ -26,6 +26,10 @@ class GitModel(VisionLanguageModel):
             nn.Linear(config.hidden_size, config.hidden_size),
         )
 
+    @property
+    def prefix_tokens(self) -> int:
+        return self.num_image_tokens
+
     def condition(self, image_tokens: torch.Tensor) -> torch.Tensor:
         return self.projector(image_tokens)  # [B, P, H]
 
