@@ -17,8 +17,11 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from babymm.checkpoint import parse_milestones
 from babymm.models import DEFAULT_PRESET, MODEL_TYPES, PRESETS, DecoderConfig, model_class
 from babymm.tasks import LMLossArguments, task_for
+from babymm.training import stage_warmup
+from babymm.vision import VisionConfig
 
 DEFAULT_DATA_DIR = "data/world"
 
@@ -36,6 +39,9 @@ class DataArguments:
     vocab_size: int = field(default=2048, metadata={"help": "Requested SentencePiece vocabulary size (preset)."})
     block_size: int = field(default=64, metadata={"help": "Tokens per text-only training chunk."})
     max_caption_tokens: int = field(default=40, metadata={"help": "Captions are cut to this many tokens."})
+    on_bad_record: str = field(default="error", metadata={
+        "help": "error: a bad text line or caption record stops data prep, naming file and line; skip: "
+                "it is left out, counted in the ingest manifest and reported."})
 
 
 @dataclass
@@ -49,7 +55,8 @@ class TrainArguments:
     text_batch_size: int = field(default=32, metadata={"help": "Text chunks per step (global)."})
     learning_rate: float = 2e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int = field(default=100, metadata={
+        "help": "Linear warmup of each stage, capped at a tenth of the stage + 1 (printed when it bites)."})
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine or constant (after warmup)."})
     max_grad_norm: float = 1.0
     num_threads: int = field(default=0, metadata={
@@ -58,6 +65,21 @@ class TrainArguments:
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16 (Accelerate autocast)."})
     logging_steps: int = 50
+    checkpointing_steps: int = field(default=500, metadata={
+        "help": "Save a resumable checkpoint (model, optimizer, schedule, RNG, step, words seen) every N "
+                "steps and at the end, in OUTPUT_DIR/checkpoints/; 0: never."})
+    save_total_limit: int = field(default=1, metadata={
+        "help": "Keep the newest N checkpoints (0: all). Word-milestone exports are always kept."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={
+        "help": "auto: go on from the newest complete checkpoint in --output_dir (start if there is none); "
+                "or a checkpoint directory. The run's configuration must match the one it was started with."})
+    word_milestones: str = field(default="babylm", metadata={
+        "help": "Export the model when the words trained on (text + captions) pass each milestone, into "
+                "OUTPUT_DIR/milestones/chck_<words>: babylm (1M..10M, 20M..100M, 200M..1B, as the 2025 "
+                "rules ask), none, or a comma list such as 100k,250k."})
+    skip_nonfinite: int = field(default=0, metadata={
+        "help": "Steps with a non-finite loss or gradient that may be skipped (counted in the log) "
+                "before the run stops; 0: stop at the first."})
     eval_steps: int = field(default=100, metadata={
         "help": "Every N multimodal steps (and at its first and last), log eval/gap/* on a fixed sample "
                 "of held-out pairs (eval/captions/heldout.jsonl); 0 switches it off."})
@@ -87,6 +109,75 @@ class RunConfig:
         return {"data": dataclasses.asdict(self.data),
                 "model": {"model_type": self.model_type, "preset": self.preset, **self.model.flags()},
                 "loss": dataclasses.asdict(self.loss), "train": dataclasses.asdict(self.train)}
+
+
+    def problems(self, num_processes: int) -> list[str]:
+        """Everything wrong with this configuration for `num_processes` processes, one line each,
+        found before any work is done. Empty when the run can start."""
+        d, t = self.data, self.train
+        found = []
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                found.append(msg)
+
+        for name, value in [("learning_rate", t.learning_rate), ("weight_decay", t.weight_decay),
+                            ("warmup_steps", t.warmup_steps), ("text_pretrain_steps", t.text_pretrain_steps),
+                            ("multimodal_steps", t.multimodal_steps), ("eval_steps", t.eval_steps),
+                            ("checkpointing_steps", t.checkpointing_steps), ("save_total_limit", t.save_total_limit),
+                            ("skip_nonfinite", t.skip_nonfinite), ("num_threads", t.num_threads),
+                            *dataclasses.asdict(self.loss).items()]:
+            need(value >= 0, f"--{name} {value} is negative")
+        for name, value in [("batch_size", t.batch_size), ("text_batch_size", t.text_batch_size),
+                            ("logging_steps", t.logging_steps), ("max_grad_norm", t.max_grad_norm),
+                            ("eval_batch_size", t.eval_batch_size), ("eval_gap_pairs", t.eval_gap_pairs),
+                            ("block_size", d.block_size), ("max_caption_tokens", d.max_caption_tokens),
+                            ("image_size", d.image_size), ("vocab_size", d.vocab_size)]:
+            need(value > 0, f"--{name} {value} must be positive")
+        for name, value in [("batch_size", t.batch_size), ("text_batch_size", t.text_batch_size)]:
+            need(value <= 0 or value % num_processes == 0,
+                 f"--{name} {value} is not divisible by the {num_processes} processes; each must get an equal share")
+        need(t.multimodal_steps + t.text_pretrain_steps > 0, "--text_pretrain_steps and --multimodal_steps are both 0")
+        need(d.word_budget is None or d.word_budget > 0, f"--word_budget {d.word_budget} must be positive")
+        need(d.on_bad_record in ("error", "skip"), f"--on_bad_record {d.on_bad_record!r}: use error or skip")
+        need(t.lr_schedule in ("cosine", "constant"), f"--lr_schedule {t.lr_schedule!r}: use cosine or constant")
+        need(t.mixed_precision in ("no", "bf16", "fp16"), f"--mixed_precision {t.mixed_precision!r}: use no, bf16 or fp16")
+        try:
+            parse_milestones(t.word_milestones)
+        except ValueError as e:
+            found.append(str(e))
+        try:  # the architecture's own rules (heads divide the width, the temperature above the clamp, ...)
+            model = self.model
+            if isinstance(model, VisionConfig):
+                model = model.resolve(image_size=d.image_size)
+            model.check()
+        except ValueError as e:
+            found.append(str(e))
+        return found
+
+    def warnings(self) -> list[str]:
+        """What the run does differently from what a flag might be read to say."""
+        t, notes = self.train, []
+        for stage, steps in (("text", t.text_pretrain_steps), ("multimodal", t.multimodal_steps)):
+            if steps and stage_warmup(t.warmup_steps, steps) < t.warmup_steps:
+                notes.append(f"--warmup_steps {t.warmup_steps} is cut to {stage_warmup(t.warmup_steps, steps)} "
+                             f"for the {steps}-step {stage} stage (at most a tenth of a stage + 1)")
+        return notes
+
+
+# fields a resumed run may change: where and how it is written and watched, not what it learns
+RESUME_MAY_CHANGE = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "num_threads", "report_to",
+                     "run_eval", "eval_batch_size", "checkpointing_steps", "save_total_limit", "skip_nonfinite"}
+
+
+def resume_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """`section.field saved -> now` for each field (of `RunConfig.to_dict`) a resume may not change."""
+    diffs = []
+    for section in sorted(set(saved) | set(now)):
+        a, b = saved.get(section) or {}, now.get(section) or {}
+        diffs += [f"{section}.{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                  if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
+    return diffs
 
 
 SECTIONS = ("data", "model", "loss", "train")

@@ -52,7 +52,8 @@ class CaptionData(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = self.ds[indices]
         ids, mask = self.tokenize([str(c) for c in rows["caption"]])
-        batch = {"input_ids": ids, "attention_mask": mask, "num_words": torch.as_tensor(rows["num_words"]).long()}
+        batch = {"input_ids": ids, "attention_mask": mask, "num_words": torch.as_tensor(rows["num_words"]).long(),
+                 "index": torch.as_tensor(indices, dtype=torch.long)}
         if not self.with_images:
             return batch
         if self.image_input == "pixels":
@@ -80,11 +81,16 @@ def tokenize_captions(tokenizer: PreTrainedTokenizerBase, captions: list[str],
 
 
 class TextBlocks(torch.utils.data.Dataset):
-    """Fixed-length blocks of the flat text token array: block i = tokens[i*L : (i+1)*L]."""
+    """Fixed-length blocks of the flat text token array: block i = tokens[i*L : (i+1)*L].
 
-    def __init__(self, tokens_file: Path, block_size: int):
+    A block's `num_words` counts the tokens that begin a word (`word_starts[id]`, see
+    `babymm.tokenizer.word_starts`): a word cut by a block boundary counts in the block holding
+    its first piece, so blocks add up to the words of the text."""
+
+    def __init__(self, tokens_file: Path, block_size: int, word_starts: np.ndarray | None = None):
         self.tokens = np.load(tokens_file, mmap_mode="r")
         self.block_size = block_size
+        self.word_starts = word_starts
         if len(self.tokens) < block_size:
             raise ValueError(f"{tokens_file}: {len(self.tokens)} tokens, fewer than one block of {block_size}")
 
@@ -95,5 +101,9 @@ class TextBlocks(torch.utils.data.Dataset):
         L = self.block_size
         ids = torch.from_numpy(np.stack([np.asarray(self.tokens[i * L : (i + 1) * L], dtype=np.int64)
                                          for i in indices]))  # [B, L]
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                 "index": torch.as_tensor(indices, dtype=torch.long)}
+        if self.word_starts is not None:
+            batch["num_words"] = torch.from_numpy(self.word_starts[ids.numpy()].sum(axis=1).astype(np.int64))
+        return batch
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+import numpy as np
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPECIALS = {"pad": ("<pad>", 0), "unk": ("<unk>", 1), "bos": ("<s>", 2), "eos": ("</s>", 3)}
 IMAGE_TOKEN = "<image>"
@@ -21,3 +22,15 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     if not tok.is_fast:
         raise ValueError(f"{path}: expected a fast tokenizer (tokenizer.json)")
     return tok
+
+
+WORD_START = "▁"  # SentencePiece's marker of a piece that follows whitespace
+
+
+def word_starts(tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
+    """[vocab] bool: the token begins a whitespace word. Every word of a SentencePiece-tokenized
+    line starts with exactly one such piece, so counting them counts words as BabyLM does
+    (`tokenize_text` checks this against the ingested word count)."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    special = set(tokenizer.all_special_ids)
+    return np.array([i not in special and p.startswith(WORD_START) for i, p in enumerate(pieces)], dtype=bool)

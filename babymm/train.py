@@ -12,30 +12,57 @@ between stages. The run directory ends up holding the model (`save_pretrained`,
 safetensors), the tokenizer, `run_config.json`, the curriculum and word-count manifests,
 `metrics.jsonl`, and, unless `--run_eval false`, `results.json`.
 
+Nothing is lost to a kill: `checkpoints/step-N/` is written every `--checkpointing_steps` (and
+at the end) and `--resume_from_checkpoint auto` goes on from the newest one, exactly (the same
+losses as a run never stopped); the model is exported at each word milestone into
+`milestones/chck_<words>/` (BabyLM 2025: 1M..10M, 20M..100M, ...). A resumed run never deletes
+its directory and refuses a configuration other than the one it was started with.
+
 This entry point wires the three parts together: data_prep makes the data, the babymm
 library trains, eval scores.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 
-from babymm.config import RunConfig, parse_config
+from babymm.checkpoint import (
+    crossed,
+    latest_checkpoint,
+    load_checkpoint,
+    parse_milestones,
+    read_checkpoint_state,
+    save_checkpoint,
+    save_milestone,
+    truncate_log,
+)
+from babymm.config import RunConfig, parse_config, resume_differences
 from babymm.curriculum import PacingSpec, load_curriculum, pacing_function
 from babymm.data import CaptionData, TextBlocks
 from babymm.files import DataError, write_json_atomic
 from babymm.models import BabyModel, build_model, model_class
 from babymm.tasks import TextPretraining, task_for
-from babymm.tokenizer import load_tokenizer
-from babymm.training import MetricsLog, TrainState, run_stage, step_loader, text_only, with_text
+from babymm.tokenizer import load_tokenizer, word_starts
+from babymm.training import (
+    MetricsLog,
+    NonFiniteError,
+    TrainState,
+    run_stage,
+    step_loader,
+    text_only,
+    with_text,
+)
 from babymm.vision import PIXEL_ENCODERS, VisionConfig
 from data_prep.pipeline import Prepared, prepare
 from eval.multimodal import TaskSkipped
@@ -70,6 +97,37 @@ def build(cfg: RunConfig, prepared: Prepared, tokenizer, captions: CaptionData) 
     return model
 
 
+def resume_point(cfg: RunConfig, out: Path) -> tuple[bool, Path | None]:
+    """(resuming, checkpoint): whether this run goes on in `out` (never deleting it), and from
+    which checkpoint (None: from step 0). Raises ValueError when it may not start at all."""
+    t = cfg.train
+    has_run = out.exists() and any(out.iterdir())
+    if t.resume_from_checkpoint is None:
+        if has_run and not t.overwrite_output_dir:
+            raise ValueError(f"{out} already holds a run; pass --resume_from_checkpoint auto to go on with it, "
+                             "--overwrite_output_dir true to replace it, or another --output_dir")
+        return False, None
+    if t.overwrite_output_dir:
+        raise ValueError("--resume_from_checkpoint and --overwrite_output_dir true contradict each other; pass one")
+    if t.resume_from_checkpoint == "auto":
+        if not has_run:
+            return False, None  # nothing to go on from: a new run
+        ckpt = latest_checkpoint(out)
+    else:
+        ckpt = Path(t.resume_from_checkpoint)
+        read_checkpoint_state(ckpt)
+        if ckpt.resolve().parent.parent != out.resolve():
+            raise ValueError(f"{ckpt} is a checkpoint of {ckpt.resolve().parent.parent}, not of --output_dir {out}")
+    saved_path = out / "run_config.json"
+    if not saved_path.exists():
+        raise ValueError(f"{out} holds no run_config.json: not a babymm run to resume; pass another --output_dir")
+    diffs = resume_differences(json.loads(saved_path.read_text()), json.loads(json.dumps(cfg.to_dict(), default=str)))
+    if diffs:
+        raise ValueError(f"{saved_path}: the run was started with another configuration ({'; '.join(diffs)}); "
+                         "resume with the same flags or start a new --output_dir")
+    return True, ckpt
+
+
 def gap_probe(cfg: RunConfig, data_dir: Path, model: BabyModel, tokenizer) -> GapProbe | None:
     """The held-out sample for `eval/gap/*` during training, or None with `--eval_steps 0`."""
     if cfg.train.eval_steps <= 0:
@@ -91,39 +149,59 @@ def set_threads(cfg: RunConfig, accelerator: Accelerator) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
+    t = cfg.train
     try:
         spec = load_curriculum(cfg.data.curriculum)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(cfg.train.output_dir) if cfg.train.output_dir else default_output_dir(cfg)
-    cfg.train.output_dir = str(out)
-    # every rank decides (before any rank writes), so none is left waiting for one that quit
-    if out.exists() and any(out.iterdir()) and not cfg.train.overwrite_output_dir:
-        print(f"error: {out} already holds a run; pass --overwrite_output_dir true or another "
-              "--output_dir", file=sys.stderr)
-        return 2
+    if t.output_dir is None and t.resume_from_checkpoint not in (None, "auto"):
+        t.output_dir = str(Path(t.resume_from_checkpoint).resolve().parent.parent)  # the run it belongs to
+    out = Path(t.output_dir) if t.output_dir else default_output_dir(cfg)
+    t.output_dir = str(out)
     # Accelerate treats torchrun's processes as MULTI_CPU (gloo) only when told it is on the CPU
     has_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
-    accelerator = Accelerator(cpu=cfg.train.use_cpu or not has_accelerator,
-                              mixed_precision=cfg.train.mixed_precision,
-                              log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
-                              project_dir=str(out))
+    accelerator = Accelerator(cpu=t.use_cpu or not has_accelerator, mixed_precision=t.mixed_precision,
+                              log_with=None if t.report_to == "none" else t.report_to, project_dir=str(out))
+    # every rank decides (before any rank writes), so none is left waiting for one that quit
+    problems = cfg.problems(accelerator.num_processes)
+    try:
+        resuming, ckpt = resume_point(cfg, out) if not problems else (False, None)
+    except ValueError as e:
+        problems.append(str(e))
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
     set_threads(cfg, accelerator)
+    saved = read_checkpoint_state(ckpt) if ckpt is not None else None
     if accelerator.is_main_process:
-        shutil.rmtree(out, ignore_errors=True)  # empty, or a run we were told to overwrite
-        out.mkdir(parents=True)
+        for note in cfg.warnings():
+            print(f"note: {note}", file=sys.stderr)
+        if not resuming:
+            shutil.rmtree(out, ignore_errors=True)  # empty, or a run we were told to overwrite
+            out.mkdir(parents=True)
+        else:  # what was logged after the checkpoint is logged again
+            truncate_log(out / "metrics.jsonl", saved["metrics_bytes"] if saved else 0)
+            with (out / "resumed.jsonl").open("a") as f:
+                f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "checkpoint": str(ckpt),
+                                    "step": saved["train_state"]["step"] if saved else 0}) + "\n")
+            print(f"[train] resuming {out} from " + (f"{ckpt} (step {saved['train_state']['step']})" if saved
+                  else "step 0: it holds no complete checkpoint"), flush=True)
     accelerator.wait_for_everyone()
     task = task_for(model_class(cfg.model_type))(cfg.loss)
     try:
         with accelerator.main_process_first():
             prepared = prepare(cfg.data.data_dir, cfg.data.curriculum, word_budget=cfg.data.word_budget,
-                               image_size=cfg.data.image_size, vocab_size=cfg.data.vocab_size)
+                               image_size=cfg.data.image_size, vocab_size=cfg.data.vocab_size,
+                               on_bad_record=cfg.data.on_bad_record)
         tokenizer = load_tokenizer(prepared.tokenizer)
         captions = CaptionData(prepared.ingest, tokenizer, cfg.data.max_caption_tokens,
                                with_images=task.reads_images)
-        text = TextBlocks(prepared.tokens / "text.npy", cfg.data.block_size)
-        set_seed(cfg.train.seed)
+        text = TextBlocks(prepared.tokens / "text.npy", cfg.data.block_size, word_starts(tokenizer))
+        check_data_fits(cfg, prepared, captions, text)
+        order = load_order(prepared)
+        set_seed(t.seed)
         model = build(cfg, prepared, tokenizer, captions)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -131,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         probe = gap_probe(cfg, prepared.data_dir, model, tokenizer)
     except (TaskSkipped, FileNotFoundError, ValueError) as e:
-        print(f"error: --eval_steps {cfg.train.eval_steps}: {e}; provide them or pass --eval_steps 0",
-              file=sys.stderr)
+        print(f"error: --eval_steps {t.eval_steps}: {e}; provide them or pass --eval_steps 0", file=sys.stderr)
         return 2
     if accelerator.is_main_process:
-        write_json_atomic(out / "run_config.json", cfg.to_dict())
+        if not resuming:
+            write_json_atomic(out / "run_config.json", cfg.to_dict())
         for name, src in (("curriculum_manifest.json", prepared.curriculum),
                           ("word_counts.json", prepared.data_dir / "prepared" / "words")):
             shutil.copy(src / "manifest.json", out / name)
@@ -146,36 +224,99 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.init_trackers("babymm", config={f"{s}.{k}": v for s, d in cfg.to_dict().items()
                                                  for k, v in d.items() if v is not None})
     log = MetricsLog(out / "metrics.jsonl", accelerator)
-    t = cfg.train
     state = TrainState()
     text_order = np.arange(len(text))
     everything = pacing_function(PacingSpec())  # "none": all data from the first step
-    if t.text_pretrain_steps > 0:
-        # only the decoder is prepared, so DDP sees no unused vision parameters
-        batches = step_loader(text, text_order, everything, t.text_pretrain_steps, t.text_batch_size,
-                              t.seed + 1, accelerator)
-        run_stage(state, "text", accelerator, model.decoder, t.text_pretrain_steps, text_only(batches),
-                  TextPretraining(), t, log)
+    milestones = parse_milestones(t.word_milestones)
 
-    order = np.load(prepared.curriculum / "order.npy")
-    cap_batches = step_loader(captions, order, pacing_function(spec.pacing), t.multimodal_steps,
-                              t.batch_size, t.seed + 2, accelerator)
-    text_batches = step_loader(text, text_order, everything, t.multimodal_steps, t.text_batch_size,
-                               t.seed + 3, accelerator)
-    run_stage(state, "multimodal", accelerator, model, t.multimodal_steps, with_text(cap_batches, text_batches),
-              task, t, log, probe=probe)
+    def text_batches(start: int):
+        return text_only(step_loader(text, text_order, everything, t.text_pretrain_steps, t.text_batch_size,
+                                     t.seed + 1, accelerator, start))
+
+    def multimodal_batches(start: int):
+        cap = step_loader(captions, order, pacing_function(spec.pacing), t.multimodal_steps, t.batch_size,
+                          t.seed + 2, accelerator, start)
+        txt = step_loader(text, text_order, everything, t.multimodal_steps, t.text_batch_size, t.seed + 3,
+                          accelerator, start)
+        return with_text(cap, txt)
+
+    # only the decoder is prepared in stage 1, so DDP sees no unused vision parameters
+    stages = [s for s in (("text", model.decoder, t.text_pretrain_steps, text_batches, TextPretraining(), None),
+                          ("multimodal", model, t.multimodal_steps, multimodal_batches, task, probe)) if s[2] > 0]
+    total_steps = sum(s[2] for s in stages)
+
+    def export(d: Path) -> None:
+        model.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+        write_json_atomic(d / "run_config.json", cfg.to_dict())
+
+    def end_of_step(st: TrainState, words_before: int) -> None:
+        passed = crossed(milestones, words_before, st.words_seen)
+        if passed and accelerator.is_main_process:
+            for m in passed:
+                path = save_milestone(out, m, export, {"words_seen": st.words_seen, "step": st.step,
+                                                       "stage": st.stage, **st.seen})
+                tqdm.write(f"[train] {st.words_seen:,} words seen: exported {path}")
+        if passed:
+            accelerator.wait_for_everyone()
+        if t.checkpointing_steps and (st.step % t.checkpointing_steps == 0 or st.step == total_steps):
+            save_checkpoint(accelerator, out, st.step, {"train_state": st.state_dict(), "metrics_bytes": log.size()},
+                            t.save_total_limit)
+
+    first = [s[0] for s in stages].index(saved["train_state"]["stage"]) if saved else 0
+    try:
+        for i, (name, module, steps, batches, stage_task, stage_probe) in enumerate(stages):
+            if i < first:
+                continue
+
+            def resume() -> None:
+                load_checkpoint(accelerator, ckpt)
+                state.load_state_dict(saved["train_state"])
+
+            run_stage(state, name, accelerator, module, steps, batches, stage_task, t, log, probe=stage_probe,
+                      resume=resume if saved and i == first else None, end_of_step=end_of_step)
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model.save_pretrained(out)  # the module itself: accelerate's wrapper only ever wraps it
         tokenizer.save_pretrained(out)
-        print(f"[train] saved model and tokenizer to {out}")
+        print(f"[train] {state.words_seen:,} words seen in {state.step} steps; saved model and tokenizer to {out}")
         if t.run_eval:
             from eval.run import evaluate_run
 
             evaluate_run(out, prepared.data_dir, batch_size=t.eval_batch_size)
     accelerator.end_training()
     return 0
+
+
+def check_data_fits(cfg: RunConfig, prepared: Prepared, captions: CaptionData, text: TextBlocks) -> None:
+    """A batch must fit in the data: a tiny --word_budget can leave fewer captions than one batch."""
+    t, budget = cfg.train, cfg.data.word_budget
+    why = f"at --word_budget {budget:,}" if budget else f"in {prepared.data_dir}"
+    if t.multimodal_steps and len(captions) < t.batch_size:
+        raise ValueError(f"{len(captions):,} captions {why}, fewer than one batch of --batch_size {t.batch_size}; "
+                         "raise the budget or lower the batch size")
+    if len(text) < t.text_batch_size:
+        raise ValueError(f"{len(text):,} text blocks of {cfg.data.block_size} tokens {why}, fewer than one batch of "
+                         f"--text_batch_size {t.text_batch_size}; raise the budget or lower the batch size")
+
+
+def load_order(prepared: Prepared) -> np.ndarray:
+    """The curriculum's caption order, refused unless it was built from these very captions."""
+    manifest = json.loads((prepared.curriculum / "manifest.json").read_text())
+    ingested = json.loads((prepared.ingest / "manifest.json").read_text())
+    order = np.load(prepared.curriculum / "order.npy")
+    if manifest.get("data_fingerprint") != ingested["fingerprint"]:
+        raise DataError(f"{prepared.curriculum}: built for other data (fingerprint {manifest.get('data_fingerprint')}, "
+                        f"the ingested data's is {ingested['fingerprint']}); rebuild it: python -m "
+                        f"data_prep.build_curriculum --data_dir {prepared.data_dir} --overwrite")
+    if len(order) != ingested["captions"] or not np.array_equal(np.sort(order), np.arange(len(order))):
+        raise DataError(f"{prepared.curriculum / 'order.npy'}: not a permutation of the {ingested['captions']:,} "
+                        "captions; rebuild it with --overwrite")
+    return order
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
 """The training loop, independent of model type: a task gives the loss terms of a batch, the
-loop does the rest (optimizer, schedule, clipping, logging, word counts, the probe).
+loop does the rest (optimizer, schedule, clipping, guards, logging, word counts, the probe).
 
-`TrainState` holds everything a checkpoint must restore besides the model: the stage, the
-global and stage step, the word and token counters, the optimizer and the schedule. It has
-`state_dict`/`load_state_dict`, so `accelerator.register_for_checkpointing` can save it.
+`TrainState` holds everything a checkpoint must restore besides the model and optimizer
+weights: the stage, the global and stage step, the words and tokens seen, the skipped steps,
+the schedule, and the loss sums not yet logged. Its `state_dict` is plain JSON. Batches are a
+pure function of (seed, step), so resuming at stage step k only starts the sampler at k.
+
+Each step all-reduces one small vector (the loss terms and the counts), so every rank holds the
+same global numbers: a non-finite loss on any rank stops or skips the step on all of them, the
+word counters are exact at every step (word milestones), and the main process's state is the
+whole run's.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections import defaultdict
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +33,7 @@ from babymm.curriculum import StepBatchSampler
 from babymm.optim import build_optimizer, build_scheduler
 
 Batch = dict[str, torch.Tensor]
+COUNTERS = ("caption_words", "text_words", "text_tokens")
 
 
 class Task(Protocol):
@@ -42,6 +50,17 @@ class TrainArgs(Protocol):
     max_grad_norm: float
     logging_steps: int
     eval_steps: int
+    skip_nonfinite: int
+
+
+class NonFiniteError(FloatingPointError):
+    """A non-finite loss or gradient beyond what `--skip_nonfinite` allows."""
+
+
+def stage_warmup(warmup_steps: int, num_steps: int) -> int:
+    """The warmup a stage uses: `--warmup_steps`, capped at a tenth of the stage + 1 so a short
+    stage still spends most of its steps at full rate (train.py says so when it bites)."""
+    return min(warmup_steps, num_steps // 10 + 1)
 
 
 class MetricsLog:
@@ -56,6 +75,10 @@ class MetricsLog:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
         self.accelerator.log(metrics, step=step)
 
+    def size(self) -> int:
+        """Bytes written so far: a checkpoint records it, a resume cuts the log back to it."""
+        return self.path.stat().st_size if self.path.exists() else 0
+
 
 @dataclass
 class TrainState:
@@ -64,36 +87,50 @@ class TrainState:
     stage: str = ""
     step: int = 0  # global, over all stages
     stage_step: int = 0
-    seen: dict[str, int] = field(default_factory=lambda: {"caption_words": 0, "text_tokens": 0})
+    seen: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    skipped_steps: int = 0
+    pending: dict[str, float] = field(default_factory=dict)  # loss sums since the last log
+    pending_steps: int = 0
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    @property
+    def words_seen(self) -> int:
+        """Words trained on, text and captions, as BabyLM counts them (whitespace words)."""
+        return self.seen["caption_words"] + self.seen["text_words"]
 
     def start_stage(self, stage: str, module: torch.nn.Module, num_steps: int, args: TrainArgs) -> None:
         """A fresh AdamW and warmup-then-decay schedule for `module` (each stage trains a different set)."""
         self.stage, self.stage_step = stage, 0
+        self.pending, self.pending_steps = {}, 0
         self.optimizer = build_optimizer(module, args.learning_rate, args.weight_decay)
-        warmup = min(args.warmup_steps, num_steps // 10 + 1)  # a short stage still spends most steps at full lr
-        self.scheduler = build_scheduler(self.optimizer, warmup, num_steps, args.lr_schedule)
+        self.scheduler = build_scheduler(self.optimizer, stage_warmup(args.warmup_steps, num_steps), num_steps,
+                                         args.lr_schedule)
 
     def state_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "step": self.step, "stage_step": self.stage_step, "seen": dict(self.seen),
+                "skipped_steps": self.skipped_steps, "pending": dict(self.pending),
+                "pending_steps": self.pending_steps,
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage, self.step, self.stage_step = state["stage"], state["step"], state["stage_step"]
-        self.seen = dict(state["seen"])
+        self.seen = {**dict.fromkeys(COUNTERS, 0), **state["seen"]}
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.pending, self.pending_steps = dict(state.get("pending", {})), state.get("pending_steps", 0)
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
 def step_loader(dataset: torch.utils.data.Dataset, order: np.ndarray, pacing: Callable[[float], float],
-                num_steps: int, global_batch: int, seed: int, accelerator: Accelerator) -> DataLoader:
-    """A DataLoader whose batch t is a pure function of (seed, t); this rank's share of it."""
+                num_steps: int, global_batch: int, seed: int, accelerator: Accelerator,
+                start_step: int = 0) -> DataLoader:
+    """A DataLoader whose batch t is a pure function of (seed, t), from `start_step` on; this rank's share."""
     n = accelerator.num_processes
     if global_batch % n:
         raise ValueError(f"batch size {global_batch} is not divisible by {n} processes")
     sampler = StepBatchSampler(order, pacing, num_steps, global_batch // n, seed,
-                               rank=accelerator.process_index, world_size=n)
+                               rank=accelerator.process_index, world_size=n, start_step=start_step)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=_whole_batch)
 
 
@@ -105,72 +142,121 @@ def _whole_batch(batch: Batch) -> Batch:
 def with_text(captions: Iterable[Batch], text: Iterable[Batch]) -> Iterable[Batch]:
     """Caption batches with a text-only batch mixed into each, as `text_*` keys."""
     for cap, txt in zip(captions, text, strict=True):
-        yield {**cap, "text_input_ids": txt["input_ids"], "text_attention_mask": txt["attention_mask"]}
+        yield {**cap, **{f"text_{k}": v for k, v in txt.items()}}
 
 
 def text_only(batches: Iterable[Batch]) -> Iterable[Batch]:
     for b in batches:
-        yield {"text_input_ids": b["input_ids"], "text_attention_mask": b["attention_mask"]}
+        yield {f"text_{k}": v for k, v in b.items()}
+
+
+def _counts(batch: Batch) -> list[float]:
+    """This rank's caption words, text words and text tokens in `batch` (COUNTERS order)."""
+    def total(key: str) -> float:
+        return float(batch[key].sum()) if key in batch else 0.0
+
+    tokens = float(batch["text_input_ids"].numel()) if "text_input_ids" in batch else 0.0
+    return [total("num_words"), total("text_num_words"), tokens]
+
+
+def _records(batch: Batch) -> str:
+    """Which records a batch held, for an error message."""
+    parts = []
+    if "index" in batch:
+        parts.append(f"caption rows {batch['index'].tolist()}")
+    if "text_index" in batch:
+        parts.append(f"text blocks {batch['text_index'].tolist()}")
+    return "; ".join(parts) or "no record ids"
 
 
 def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: torch.nn.Module,
-              num_steps: int, batches: Iterable[Batch], task: Task, args: TrainArgs, log: MetricsLog,
-              probe: Callable[[torch.nn.Module], dict[str, float]] | None = None) -> None:
-    """Train `module` for one stage on `task`'s loss. `probe` (main process, no gradient) is
-    logged before the first step, every `eval_steps` and after the last."""
+              num_steps: int, batches: Callable[[int], Iterable[Batch]], task: Task, args: TrainArgs,
+              log: MetricsLog, probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+              resume: Callable[[], None] | None = None,
+              end_of_step: Callable[[TrainState, int], None] | None = None) -> None:
+    """Train `module` for one stage on `task`'s loss.
+
+    `batches(k)` gives the stage's batches from stage step k on. `resume`, if given, restores
+    the prepared module, optimizer and `state` from a checkpoint (then the stage goes on from
+    `state.stage_step`). `probe` (main process, no gradient) is logged before the first step,
+    every `eval_steps` and after the last; `end_of_step(state, words_before)` runs after each
+    step's log and probe (word milestones, checkpoints).
+    """
 
     def measure() -> None:
         if probe is not None and accelerator.is_main_process:
             log(probe(module), state.step)
 
     state.start_stage(stage, module, num_steps, args)
+    accelerator.free_memory()  # the previous stage's module and optimizer: a checkpoint holds this stage's
     wrapped, state.optimizer = accelerator.prepare(module, state.optimizer)
-    sums: dict[str, float] = defaultdict(float)
-    window = {k: 0 for k in state.seen}
-    started, count = time.perf_counter(), 0
-    bar = tqdm(total=num_steps, desc=stage, disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    measure()
-    for batch in batches:
+    if resume is not None:
+        resume()
+        if state.stage != stage:
+            raise ValueError(f"the checkpoint is in stage {state.stage!r}, not {stage!r}")
+    else:
+        measure()
+    started, timed = time.perf_counter(), 0
+    bar = tqdm(total=num_steps, initial=state.stage_step, desc=stage, disable=not accelerator.is_local_main_process,
+               dynamic_ncols=True)
+    for batch in batches(state.stage_step):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         losses = task.loss_terms(wrapped, batch)
         loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{stage} step {state.stage_step}: non-finite loss "
-                                     f"{({k: v.item() for k, v in losses.items()})}")
+        names = [*losses, "loss"]
+        local = torch.cat([torch.stack([v.detach().double() for v in (*losses.values(), loss)]),
+                           torch.tensor(_counts(batch), dtype=torch.float64, device=accelerator.device)])
+        totals = accelerator.reduce(local, reduction="sum").tolist()  # every rank: the global numbers
+        means = [v / accelerator.num_processes for v in totals[: len(names)]]
         state.optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), args.max_grad_norm)
-        state.optimizer.step()
-        state.scheduler.step()
-        task.after_step(module)
+        problem = None if all(map(math.isfinite, means)) else "loss"
+        if problem is None:
+            accelerator.backward(loss)
+            grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), args.max_grad_norm))
+            problem = None if math.isfinite(grad_norm) else "gradient"
+        words_before = state.words_seen
+        if problem is None:
+            state.optimizer.step()
+            task.after_step(module)
+            for k, v in zip(COUNTERS, totals[len(names):], strict=True):
+                state.seen[k] += int(v)
+            for k, v in zip(names, means, strict=True):
+                state.pending[k] = state.pending.get(k, 0.0) + v
+            state.pending["grad_norm"] = state.pending.get("grad_norm", 0.0) + grad_norm
+            state.pending_steps += 1
+        else:
+            state.optimizer.zero_grad(set_to_none=True)
+            state.skipped_steps += 1
+            where = (f"{stage} step {state.stage_step + 1} (global {state.step + 1}): non-finite {problem}; "
+                     f"loss terms on this rank {({k: v.item() for k, v in losses.items()})}; {_records(batch)}")
+            if state.skipped_steps > args.skip_nonfinite:
+                raise NonFiniteError(f"{where}; stopped ({state.skipped_steps} non-finite step(s), "
+                                     f"--skip_nonfinite {args.skip_nonfinite})")
+            if accelerator.is_main_process:
+                tqdm.write(f"[train] skipped {where} ({state.skipped_steps}/{args.skip_nonfinite} allowed)")
+        with warnings.catch_warnings():  # after a skipped first step torch warns of a missed optimizer step
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before")
+            state.scheduler.step()  # a skipped step still uses up its batch and its place in the schedule
         state.step += 1
         state.stage_step += 1
-        for k, v in losses.items():
-            sums[k] += v.detach().item()
-        sums["loss"] += loss.detach().item()
-        sums["grad_norm"] += float(grad_norm)
-        count += 1
-        window["caption_words"] += int(batch["num_words"].sum()) if "num_words" in batch else 0
-        window["text_tokens"] += int(batch["text_input_ids"].numel()) if "text_input_ids" in batch else 0
+        timed += 1
         bar.update(1)
         if state.stage_step % args.logging_steps == 0 or state.stage_step == num_steps:
-            means = accelerator.reduce(torch.tensor([v / count for v in sums.values()],
-                                                    device=accelerator.device), reduction="mean")
-            totals = accelerator.reduce(torch.tensor(list(window.values()), device=accelerator.device,
-                                                     dtype=torch.float64), reduction="sum")
-            for k, v in zip(window, totals.tolist(), strict=True):
-                state.seen[k] += int(v)
-            metrics = {f"train/{k}": round(float(v), 5) for k, v in zip(sums, means.tolist(), strict=True)}
+            n = max(state.pending_steps, 1)
+            metrics = {f"train/{k}": round(v / n, 5) for k, v in state.pending.items()}
             metrics.update({f"train/{k}_seen": v for k, v in state.seen.items()})
-            metrics.update({"train/stage": stage, "train/lr": state.scheduler.get_last_lr()[0],
-                            "train/steps_per_s": round(count / (time.perf_counter() - started), 3)})
+            metrics.update({"train/words_seen": state.words_seen, "train/stage": stage,
+                            "train/lr": state.scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps,
+                            "train/steps_per_s": round(timed / (time.perf_counter() - started), 3)})
             if hasattr(module, "logit_scale"):
                 metrics["train/logit_scale"] = round(module.logit_scale.item(), 3)
             log(metrics, state.step)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
-            sums.clear()
-            window = {k: 0 for k in state.seen}
-            started, count = time.perf_counter(), 0
+            if "train/loss" in metrics:
+                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+            state.pending, state.pending_steps = {}, 0
+            started, timed = time.perf_counter(), 0
         if args.eval_steps and (state.stage_step % args.eval_steps == 0 or state.stage_step == num_steps):
             measure()
+        if end_of_step is not None:
+            end_of_step(state, words_before)
     bar.close()

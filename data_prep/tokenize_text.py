@@ -14,7 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from babymm.files import DataError, atomic_dir
-from babymm.tokenizer import load_tokenizer
+from babymm.text import count_words
+from babymm.tokenizer import load_tokenizer, word_starts
 from data_prep import ingest as ingest_stage
 from data_prep import train_tokenizer as tokenizer_stage
 from data_prep.stage import (
@@ -55,11 +56,16 @@ def tokenize_text(data_dir: Path, overwrite: bool = False) -> Path:
         for ids in tok(batch["text"], add_special_tokens=False)["input_ids"]:
             chunks.append(np.asarray([tok.bos_token_id, *ids, tok.eos_token_id], dtype=np.int32))
     tokens = np.concatenate(chunks)
+    # training counts the words it has seen by their first pieces: say how far that is from the text's words
+    words = sum(count_words(t) for t in text["text"])
+    counted = int(word_starts(tok)[tokens].sum())
     with atomic_dir(out) as tmp:
         np.save(tmp / "text.npy", tokens)
         write_manifest(tmp, STAGE, fp, tokens=int(tokens.size), lines=text.num_rows,
-                       tokens_per_line=float(tokens.size / text.num_rows))
-    log(STAGE, f"{tokens.size:,} tokens from {text.num_rows:,} lines -> {out}")
+                       tokens_per_line=float(tokens.size / text.num_rows), words=words,
+                       words_counted_by_word_start_tokens=counted)
+    log(STAGE, f"{tokens.size:,} tokens from {text.num_rows:,} lines -> {out}"
+               + ("" if counted == words else f"; word-start tokens count {counted:,} of its {words:,} words"))
     return out
 
 

@@ -1,12 +1,15 @@
 """Compare runs: a row per run, and a row per condition with mean and spread over seeds.
 
     python -m eval.compare runs/* [--out table.md] [--csv table.csv] [--plot table.png]
+                                  [--by_words curve.png]
 
 Reads each run's `results.json` and `run_config.json`. Every config field that changes what a
 run learns (model type, curriculum, text pretraining, loss weights, word budget, sizes, rates,
 ...) describes its condition; only the fields that differ between the runs are shown. Runs that differ
 only in seed are one condition: its scores are reported as mean ± standard deviation (ddof 1)
-over its seeds, with the number of seeds.
+over its seeds, with the number of seeds. `--by_words` plots each score against the words a
+model had seen, over each run's scored word milestones (`python -m eval.run --milestones`) and
+its final model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from babymm.checkpoint import milestone_dirs
 from eval.run import SUMMARY, chance_of
 
 SETTINGS = {
@@ -36,7 +40,9 @@ SETTINGS = {
 }
 # config fields that do not change what a run learns; every other field separates conditions
 NOT_A_CONDITION = {"seed", "output_dir", "overwrite_output_dir", "run_eval", "report_to", "logging_steps",
-                   "eval_steps", "eval_gap_pairs", "eval_batch_size", "use_cpu", "data_dir", "num_threads"}
+                   "eval_steps", "eval_gap_pairs", "eval_batch_size", "use_cpu", "data_dir", "num_threads",
+                   "checkpointing_steps", "save_total_limit", "resume_from_checkpoint", "word_milestones",
+                   "skip_nonfinite"}
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -122,12 +128,77 @@ def plot(agg: pd.DataFrame, chance: dict[str, float], path: Path) -> None:
     tmp.replace(path)
 
 
+def final_words_seen(run_dir: Path) -> int | None:
+    """Words the run's final model had seen: the last `train/words_seen` it logged."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    seen = [r["train/words_seen"] for r in map(json.loads, path.read_text().splitlines()) if "train/words_seen" in r]
+    return seen[-1] if seen else None
+
+
+def words_curve(run_dirs: list[Path]) -> pd.DataFrame:
+    """A row per scored model: each run's word milestones, then its final model, with the words
+    it had seen and its summary scores. Unscored milestones are counted and named, not dropped quietly."""
+    rows, unscored = [], []
+    for d in run_dirs:
+        points = [(m, json.loads((m / "milestone.json").read_text())["words_seen"]) for m in milestone_dirs(d)]
+        points.append((d, final_words_seen(d)))
+        for path, words in points:
+            if not (path / "results.json").exists() or words is None:
+                unscored.append(str(path))
+                continue
+            results = json.loads((path / "results.json").read_text())
+            rows.append({"run": d.name, "model": path.name if path != d else "final", "words_seen": words,
+                         **results.get("summary", {})})
+    if unscored:
+        print(f"warning: {len(unscored)} model(s) without results.json or words seen, left out of the curve: "
+              f"{', '.join(unscored[:5])}{' ...' if len(unscored) > 5 else ''} (python -m eval.run --milestones)",
+              file=sys.stderr)
+    if not rows:
+        raise ValueError("no scored milestone or final model to plot against words seen")
+    return pd.DataFrame(rows)
+
+
+def plot_by_words(curve: pd.DataFrame, chance: dict[str, float], path: Path) -> None:
+    """One panel per score: each run's score against words seen (log scale), chance dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = [c for c in SUMMARY if c in curve.columns and curve[c].notna().any()]
+    cols = min(4, len(scores))
+    rows = -(-len(scores) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for ax, score in zip(axes.flat, scores, strict=False):
+        for run, points in curve.groupby("run", sort=False):
+            points = points.sort_values("words_seen")
+            ax.plot(points["words_seen"], points[score], marker=".", label=run)
+        if score in chance:
+            ax.axhline(chance[score], color="k", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(score, fontsize=9)
+        ax.set_xlabel("words seen", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(scores):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dirs", type=Path, nargs="+")
     p.add_argument("--out", type=Path, help="write both tables as Markdown here")
     p.add_argument("--csv", type=Path, help="write the per-run table as CSV here (and *_conditions.csv)")
     p.add_argument("--plot", type=Path, help="bar chart of the scores per condition (PNG)")
+    p.add_argument("--by_words", type=Path,
+                   help="each score against words seen, over the runs' scored word milestones (PNG, + .csv)")
     args = p.parse_args(argv)
     try:
         df, chance = load_runs(args.run_dirs)
@@ -145,6 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         agg.to_csv(args.csv.with_name(args.csv.stem + "_conditions.csv"))
     if args.plot:
         plot(agg, chance, args.plot)
+    if args.by_words:
+        try:
+            curve = words_curve(args.run_dirs)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        curve.to_csv(args.by_words.with_suffix(".csv"), index=False)
+        plot_by_words(curve, chance, args.by_words)
+        print(f"Against words seen:\n\n{curve.to_markdown(index=False, floatfmt='.3f')}\n")
     return 0
 
 

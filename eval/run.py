@@ -1,6 +1,7 @@
 """Score a saved run on every eval set in the data directory.
 
     python -m eval.run --run_dir runs/git-length-s0 [--data_dir data/world] [--submission]
+    python -m eval.run --run_dir runs/git-length-s0 --milestones   # + every word milestone
 
 Text benchmarks (BLiMP and BLiMP-supplement format minimal pairs, EWoK-format items) go
 through lm-eval with the `BabymmLM` adapter on the text decoder alone; Winoground-, VQA- and
@@ -28,7 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from babymm.files import write_json_atomic
+from babymm.files import write_json_atomic, write_text_atomic
 from babymm.tokenizer import load_tokenizer
 from eval import multimodal
 from eval.multimodal import Records, TaskSkipped
@@ -159,7 +160,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
     if submission:
         write_submission(run_dir / "submission.json.gz", submitted)
     table = summary_table({run_dir.name: results})
-    (run_dir / "results.md").write_text(table + "\n")
+    write_text_atomic(run_dir / "results.md", table + "\n")
     print(table)
     if plot_gap_over_training(run_dir / "metrics.jsonl", run_dir / "gap_over_training.png"):
         print(f"[eval] wrote {run_dir / 'gap_over_training.png'}")
@@ -271,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write submission.json.gz (BabyLM 2024 predictions format)")
     p.add_argument("--tasks", nargs="+", default=None,
                    help="score only these tasks, keeping the others' entries in results.json")
+    p.add_argument("--milestones", action="store_true",
+                   help="score the run's exported word milestones (milestones/chck_*) not yet scored, and the "
+                        "run itself if it has no results.json; `eval.compare --by_words` plots them")
     args = p.parse_args(argv)
     if args.submission and args.tasks:
         p.error("--submission needs every task's predictions; leave out --tasks")
@@ -281,17 +285,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {cfg_path} not found; pass --data_dir", file=sys.stderr)
             return 2
         data_dir = Path(json.loads(cfg_path.read_text())["data"]["data_dir"])
-    try:
-        results = evaluate_run(args.run_dir, data_dir, args.batch_size, args.submission, args.tasks)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
-    if failed:
-        print(f"error: task(s) {failed} failed; the others are in {args.run_dir / 'results.json'}",
-              file=sys.stderr)
-        return 1
-    return 0
+    models = [args.run_dir]
+    if args.milestones:
+        from babymm.checkpoint import milestone_dirs
+
+        models = [m for m in [*milestone_dirs(args.run_dir), args.run_dir] if not (m / "results.json").exists()]
+        print(f"[eval] {len(models)} model(s) to score in {args.run_dir}", file=sys.stderr)
+    status = 0
+    for model_dir in models:
+        try:
+            results = evaluate_run(model_dir, data_dir, args.batch_size, args.submission, args.tasks)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {model_dir}: {e}", file=sys.stderr)
+            return 2
+        failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+        if failed:
+            print(f"error: task(s) {failed} failed; the others are in {model_dir / 'results.json'}",
+                  file=sys.stderr)
+            status = 1
+    return status
 
 
 if __name__ == "__main__":
