@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -281,8 +282,12 @@ def main(argv: list[str] | None = None) -> int:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        model.save_pretrained(out)  # the module itself: accelerate's wrapper only ever wraps it
-        tokenizer.save_pretrained(out)
+        # the module itself (accelerate's wrapper only ever wraps it), each file renamed into place whole
+        with tempfile.TemporaryDirectory(dir=out, prefix=".final-") as staged:
+            model.save_pretrained(staged)
+            tokenizer.save_pretrained(staged)
+            for f in Path(staged).iterdir():
+                os.replace(f, out / f.name)
         print(f"[train] {state.words_seen:,} words seen in {state.step} steps; saved model and tokenizer to {out}")
         if t.run_eval:
             from eval.run import evaluate_run

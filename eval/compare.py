@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from babymm.checkpoint import milestone_dirs
+from babymm.files import write_text_atomic
 from eval.run import SUMMARY, chance_of
 
 SETTINGS = {
@@ -210,10 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Per run:\n\n{df.to_markdown(floatfmt='.3f')}\n")
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_text_atomic(args.out, text)
     if args.csv:
-        df.to_csv(args.csv)
-        agg.to_csv(args.csv.with_name(args.csv.stem + "_conditions.csv"))
+        write_text_atomic(args.csv, df.to_csv())
+        write_text_atomic(args.csv.with_name(args.csv.stem + "_conditions.csv"), agg.to_csv())
     if args.plot:
         plot(agg, chance, args.plot)
     if args.by_words:
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        curve.to_csv(args.by_words.with_suffix(".csv"), index=False)
+        write_text_atomic(args.by_words.with_suffix(".csv"), curve.to_csv(index=False))
         plot_by_words(curve, chance, args.by_words)
         print(f"Against words seen:\n\n{curve.to_markdown(index=False, floatfmt='.3f')}\n")
     return 0

@@ -170,12 +170,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
 def _write_predictions(path: Path, records: Records) -> None:
     if not records:
         return
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        for subtask, recs in records.items():
-            for r in recs:
-                f.write(json.dumps({"subtask": subtask, **r}) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps({"subtask": subtask, **r}) + "\n"
+                                    for subtask, recs in records.items() for r in recs))
 
 
 def write_submission(path: Path, predictions: dict[str, Records]) -> None:

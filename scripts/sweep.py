@@ -38,7 +38,8 @@ Each run is named from its settings, `<type>-<curriculum>-<pre|nopre>-<loss>[-b<
 is skipped; one whose run_config.json differs from what the config asks now in a field that
 changes what a run learns (steps, sizes, rates, ...: all but `eval.compare.NOT_A_CONDITION`) is
 reported stale, left out of the tables and counted as a failure, unless `--rerun_stale` trains
-it again. Any other run is (re)trained, replacing its
+it again. A partial run (killed, or failed) of the same settings goes on from its newest
+checkpoint (`--resume_from_checkpoint auto`); any other run is (re)trained, replacing its
 directory, through `accelerate launch ... babymm/train.py --overwrite_output_dir true`, one at
 a time (launch.num_cpu_threads_per_process also goes to train.py as `--num_threads`, which a
 lone CPU process would otherwise override, and launch.mixed_precision as `--mixed_precision`,
@@ -97,12 +98,14 @@ SET_BY_SWEEP = {
     "word_budget": "the word_budget axis", "data_dir": "the top-level data_dir key",
     "uniform_weight": "the loss axis", "align_weight": "the loss axis",
     "output_dir": "the sweep (--out)", "overwrite_output_dir": "the sweep", "config": "the sweep",
+    "resume_from_checkpoint": "the sweep (it resumes a partial run)",
     "num_threads": "launch.num_cpu_threads_per_process", "mixed_precision": "launch.mixed_precision",
 }
 # no flag of a type without vision: the gap probe during training needs image embeddings
 VISION_ONLY = {"eval_steps"}
 MAIN_SCORES = ("BLiMP", "EWoK", "Winoground", "VQA", "zero-shot (LL)", "R@1 i->t")
-AS_IS = "as-is"  # how a null word budget (the data as it is) reads in the tables
+AS_IS = "as-is"
+RESUME, RETRAIN = "partial run, resumed from its newest checkpoint", "partial run of other settings, retrained"  # how a null word budget (the data as it is) reads in the tables
 
 
 class ConfigError(ValueError):
@@ -142,8 +145,9 @@ class Sweep:
     def run_data_dir(self, run: Run) -> Path:
         return self.data_dir if run.word_budget is None else budget_world(self.data_dir, run.word_budget)
 
-    def argv(self, run: Run, run_dir: Path) -> list[str]:
-        """train.py's flags for `run`, writing into `run_dir`."""
+    def argv(self, run: Run, run_dir: Path, resume: bool = False) -> list[str]:
+        """train.py's flags for `run`, writing into `run_dir` (going on from its newest checkpoint
+        with `resume`, else replacing it)."""
         shared = [f for k, v in self.train_flags.items() if self.applies(k, run.model_type)
                   for f in (f"--{k}", flag_value(v))]
         argv = [*shared, "--model_type", run.model_type, "--curriculum", run.curriculum,
@@ -155,7 +159,8 @@ class Sweep:
         argv += LOSSES.get(run.loss, [])
         argv += ["--num_threads", str(self.launch["num_cpu_threads_per_process"]),
                  "--mixed_precision", self.launch["mixed_precision"],
-                 "--output_dir", str(run_dir), "--overwrite_output_dir", "true"]
+                 "--output_dir", str(run_dir)]
+        argv += ["--resume_from_checkpoint", "auto"] if resume else ["--overwrite_output_dir", "true"]
         return argv
 
     def applies(self, key: str, model_type: str) -> bool:
@@ -378,7 +383,13 @@ def config_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list
 def run_state(run_dir: Path, expected: dict[str, Any]) -> tuple[str, str]:
     """("done", ""), ("stale", what differs) or ("todo", why)."""
     if not (run_dir / "results.json").exists():
-        return "todo", "partial run, retrained" if run_dir.exists() else "new"
+        if not run_dir.exists():
+            return "todo", "new"
+        try:  # killed or failed: resumed from its newest checkpoint if it was this same run
+            stored = json.loads((run_dir / "run_config.json").read_text())
+        except (OSError, ValueError):
+            return "todo", RETRAIN
+        return "todo", RETRAIN if config_differences(stored, expected) else RESUME
     try:
         stored = json.loads((run_dir / "run_config.json").read_text())
     except (OSError, ValueError):
@@ -406,14 +417,17 @@ def launch_command(sweep: Sweep, argv: list[str]) -> list[str]:
             "babymm/train.py", *argv]
 
 
-def train_one(cmd: list[str], run_dir: Path) -> tuple[int, str]:
-    """Run `cmd` (which replaces `run_dir`), its output into run_dir/train.log; (exit code, last line).
+def train_one(cmd: list[str], run_dir: Path, resume: bool = False) -> tuple[int, str]:
+    """Run `cmd` (which replaces `run_dir`, or resumes it), its output into run_dir/train.log;
+    (exit code, last line).
 
-    train.py deletes and recreates the run directory first, so the log is held back until the
-    new run's run_config.json is there, then written as it comes, and rewritten whole at the end."""
+    A new run: train.py deletes and recreates the run directory first, so the log is held back
+    until the new run's run_config.json is there, then written as it comes, and rewritten whole
+    at the end. A resumed run's output is appended to its log."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "TQDM_MININTERVAL": "10"}  # progress bars: a log line per 10 s, not per step
-    shutil.rmtree(run_dir, ignore_errors=True)  # never read an old run's files as this one's
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)  # never read an old run's files as this one's
     log_path, lines, live = run_dir / "train.log", [f"$ {shlex.join(cmd)}\n"], None
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, errors="replace", start_new_session=True)
@@ -422,7 +436,7 @@ def train_one(cmd: list[str], run_dir: Path) -> tuple[int, str]:
         for line in proc.stdout:
             lines.append(line)
             if live is None and (run_dir / "run_config.json").exists():
-                live = log_path.open("w")
+                live = log_path.open("a" if resume else "w")
                 live.writelines(lines)
             elif live is not None:
                 live.write(line)
@@ -437,7 +451,11 @@ def train_one(cmd: list[str], run_dir: Path) -> tuple[int, str]:
         if live is not None:
             live.close()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(log_path, "".join(lines))
+    if not resume:
+        write_text_atomic(log_path, "".join(lines))
+    elif live is None:  # stopped before it got going
+        with log_path.open("a") as f:
+            f.writelines(lines)
     return rc, failure_line(lines)[:300]
 
 
@@ -678,7 +696,8 @@ def train_all(sweep: Sweep, runs: list[Run], states: dict[str, tuple[str, str]],
             if r.word_budget is not None:
                 ensure_world(sweep, r.word_budget)  # before the status line: it logs as it goes
             print(f"{tag} training ... ", end="", flush=True)
-            rc, last = train_one(launch_command(sweep, sweep.argv(r, run_dir)), run_dir)
+            resume = why == RESUME
+            rc, last = train_one(launch_command(sweep, sweep.argv(r, run_dir, resume)), run_dir, resume)
         except (OSError, ValueError, RuntimeError) as e:
             print(f"{tag} ", end="")
             rc, last = None, f"{type(e).__name__}: {e}"
@@ -730,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
             note = {"done": "done, skipped", "stale": f"STALE ({why})", "todo": f"to run ({why})"}[state]
             world = ("" if r.word_budget is None or (sweep.run_data_dir(r) / "world.json").exists()
                      else f"; generates {sweep.run_data_dir(r)}")
-            print(f"[{i}/{len(runs)}] {r.name}: {note}{world}\n    train.py {shlex.join(sweep.argv(r, out / r.name))}")
+            flags = sweep.argv(r, out / r.name, resume=why == RESUME)
+            print(f"[{i}/{len(runs)}] {r.name}: {note}{world}\n    train.py {shlex.join(flags)}")
         counts = {s: sum(st == s for st, _ in states.values()) for s in ("done", "stale", "todo")}
         print(f"dry run: {len(runs)} runs in the grid; {counts['done']} done, {counts['todo']} to run, "
               f"{counts['stale']} stale")

@@ -217,6 +217,28 @@ def test_toy_sweep_second_run_skips_and_collect_only(toy_sweep, capsys):
     assert "2 run(s) of the grid not collected" in capsys.readouterr().out
 
 
+def test_a_killed_run_of_the_same_settings_is_resumed_not_retrained(toy_sweep, capsys):
+    cfg, out, _, _ = toy_sweep
+    run = out / "git-length-pre-cua-s0"
+    for f in ("results.json", "model.safetensors", "multimodal.safetensors"):  # as if killed before the end
+        (run / f).unlink()
+    metrics = (run / "metrics.jsonl").read_text()
+    assert sweep.main(["--config", str(cfg), "--out", str(out), "--dry_run"]) == 0
+    assert "partial run, resumed from its newest checkpoint" in capsys.readouterr().out
+    assert sweep.main(["--config", str(cfg), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "1 trained, 1 skipped, 0 failed" in stdout, stdout
+    commands = [ln for ln in (run / "train.log").read_text().splitlines() if ln.startswith("$ ")]
+    assert len(commands) == 2 and "--overwrite_output_dir true" in commands[0]  # the log is appended to
+    assert "--resume_from_checkpoint auto" in commands[1] and "--overwrite_output_dir" not in commands[1]
+    assert (run / "resumed.jsonl").exists() and (run / "metrics.jsonl").read_text() == metrics
+    # a partial run made with other settings is retrained from scratch
+    state, why = sweep.run_state(run, {"train": {"multimodal_steps": 99}})
+    (run / "results.json").unlink()
+    assert sweep.run_state(run, {"train": {"multimodal_steps": 99}}) == ("todo", sweep.RETRAIN)
+    assert state == "stale"
+
+
 def test_failed_run_is_reported_and_sweep_goes_on(tiny_world, tmp_path, capsys):
     # vision_encoder "features" on a pixel world: train.py refuses after data prep (the launcher exits 1)
     cfg = write_config(tmp_path / "fail.yaml", tiny_world, model_type=["git"],
