@@ -8,15 +8,23 @@ Reads, under `--data_dir`:
 and writes two `datasets` datasets: `text` (text, source) and `captions` (caption, source,
 num_words, and either pixel_values [3, S, S] uint8 or feature_file + feature_row). Features
 stay in their .npy files and are memory-mapped at training time, never copied or loaded whole.
-Blank text lines are dropped and counted; any caption problem is an error naming file:line.
+Blank text lines are dropped and counted, and an empty (0-byte) .train file is reported. A bad
+record (a line that is not UTF-8, malformed JSON, an empty caption, a missing, unreadable or
+outside-the-data-directory image, a literal special-token string such as `<image>`) is an error
+naming file:line, or with `on_bad_record="skip"` is skipped and counted per file and reason
+(`skipped_records` in the manifest). A problem with a whole file (empty captions file, truncated
+JSON or .npy, features of the wrong shape or dtype, captions and feature rows that do not align)
+is always an error.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +32,20 @@ import datasets
 import numpy as np
 from tqdm import tqdm
 
-from babymm.files import DataError, atomic_dir
+from babymm.files import (
+    DataError,
+    atomic_dir,
+    decode_line,
+    is_inside,
+    iter_lines,
+    json_problem,
+    lexical_path,
+    load_npy,
+    read_json,
+)
 from babymm.images import ImageError, load_image
 from babymm.text import count_words, normalize_text
+from babymm.tokenizer import IMAGE_TOKEN, SPECIALS
 from data_prep.stage import (
     file_fingerprint,
     fingerprint,
@@ -39,6 +58,9 @@ from data_prep.stage import (
 )
 
 STAGE = "ingest"
+ON_BAD_RECORD = ("error", "skip")
+# in training text the fast tokenizer would turn these into the special ids
+SPECIAL_STRINGS = (*(token for token, _ in SPECIALS.values()), IMAGE_TOKEN)
 
 
 def out_dir(data_dir: Path) -> Path:
@@ -70,85 +92,178 @@ def _feature_files(captions_json: Path) -> list[Path]:
     return files
 
 
-def _read_text(files: list[Path], skipped: dict[str, int]) -> Iterator[dict[str, Any]]:
+def _bad(skipped: dict[str, dict[str, int]], on_bad: str, path: Path, reason: str, message: str) -> None:
+    """A bad record: raise `message` (on_bad "error"), or count it under its file and `reason`."""
+    if on_bad != "skip":
+        raise DataError(f"{message}, or pass --on_bad_record skip")
+    per_file = skipped.setdefault(path.name, {})
+    per_file[reason] = per_file.get(reason, 0) + 1
+
+
+def special_string(text: str) -> str | None:
+    """The first literal special-token string in normalised `text` (e.g. '<image>', '<S>'), as
+    written, or None. Case-blind: the fast tokenizer matches them after lowercasing."""
+    lower = text.lower()
+    found = [(lower.find(t), t) for t in SPECIAL_STRINGS if t in lower]
+    if not found:
+        return None
+    start, token = min(found)
+    return text[start : start + len(token)] if len(lower) == len(text) else token
+
+
+def _special_problem(token: str) -> str:
+    return f"literal special-token string {token!r} in training text; remove it"
+
+
+def _read_text(files: list[Path], blank: dict[str, int], skipped: dict[str, dict[str, int]],
+               on_bad: str) -> Iterator[dict[str, Any]]:
     for path in files:
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                text = normalize_text(line)
+        for lineno, raw in iter_lines(path):
+            where = f"{path}:{lineno}"
+            try:
+                line = decode_line(raw, where)
+            except DataError as e:
+                _bad(skipped, on_bad, path, "not valid UTF-8", str(e))
+                continue
+            for part in line.split("\r"):  # a lone CR ends a line too, as in text-mode reading
+                text = normalize_text(part)
                 if not text:
-                    skipped[path.name] = skipped.get(path.name, 0) + 1
-                    continue
-                yield {"text": text, "source": path.stem}
+                    blank[path.name] = blank.get(path.name, 0) + 1
+                elif token := special_string(text):
+                    _bad(skipped, on_bad, path, "special-token string", f"{where}: {_special_problem(token)}")
+                else:
+                    yield {"text": text, "source": path.stem}
 
 
-def _clean_caption(raw: Any, where: str) -> str:
+def _caption(raw: Any) -> tuple[str | None, str, str]:
+    """(the normalised caption, "", "") or (None, reason, problem)."""
     if not isinstance(raw, str):
-        raise DataError(f"{where}: caption must be a string, got {type(raw).__name__}")
+        return None, "caption not a string", f"caption must be a string, got {type(raw).__name__}; fix it"
     caption = normalize_text(raw)
     if not caption:
-        raise DataError(f"{where}: empty caption; remove the record or give it a caption")
-    return caption
+        return None, "empty caption", "empty caption; remove the record or give it a caption"
+    if token := special_string(caption):
+        return None, "special-token string", _special_problem(token)
+    return caption, "", ""
 
 
-def _read_jsonl_captions(files: list[Path], image_size: int) -> Iterator[dict[str, Any]]:
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(block.count(b"\n") for block in iter(partial(f.read, 1 << 20), b""))
+
+
+def _read_jsonl_captions(files: list[Path], image_size: int, data_dir: Path,
+                         skipped: dict[str, dict[str, int]], on_bad: str) -> Iterator[dict[str, Any]]:
     for path in files:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for lineno, line in enumerate(tqdm(lines, desc=f"ingest {path.name}", unit="img"), 1):
+        lines = iter_lines(path)
+        for lineno, raw in tqdm(lines, desc=f"ingest {path.name}", unit="img", total=_count_lines(path)):
             where = f"{path}:{lineno}"
+            bad = partial(_bad, skipped, on_bad, path)
+            try:
+                line = decode_line(raw, where)
+            except DataError as e:
+                bad("not valid UTF-8", str(e))
+                continue
             if not line.strip():
-                raise DataError(f"{where}: blank line in a jsonl file; remove it")
+                bad("blank line", f"{where}: blank line in a jsonl file; remove it")
+                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{where}: malformed JSON ({e.msg}); each line must be one object") from e
-            if not isinstance(record, dict) or "image" not in record or "caption" not in record:
-                raise DataError(f"{where}: record needs 'image' and 'caption' keys")
-            caption = _clean_caption(record["caption"], where)
-            image = Path(record["image"])
-            image = image if image.is_absolute() else (path.parent / image)
+                bad("malformed JSON", f"{where}: malformed JSON ({json_problem(e)}); "
+                                      "each line must be one object")
+                continue
+            if not isinstance(record, dict):
+                bad("not a JSON object", f"{where}: expected a JSON object, got {type(record).__name__}; "
+                                         "each line must be one object")
+                continue
+            if "image" not in record or "caption" not in record:
+                bad("missing key", f"{where}: record needs 'image' and 'caption' keys; add them")
+                continue
+            caption, reason, problem = _caption(record["caption"])
+            if caption is None:
+                bad(reason, f"{where}: {problem}")
+                continue
+            name = record["image"]
+            if not isinstance(name, str) or not name.strip():
+                bad("bad image path", f"{where}: 'image' must be a path, got {name!r}; fix it")
+                continue
+            image = lexical_path(name, path.parent)  # relative to the jsonl file, or absolute
+            if not is_inside(image, data_dir):
+                bad("image outside the data directory",
+                    f"{where}: image path {name!r} is outside the data directory {os.path.abspath(data_dir)}; "
+                    "move the image under it (a symlink inside it is fine)")
+                continue
+            if not image.is_file():
+                bad("image not found", f"{where}: image {image} not found; fix the path or remove the record")
+                continue
             try:
                 pixels = load_image(image, image_size)
-            except (ImageError, FileNotFoundError) as e:
-                raise DataError(f"{where}: {e}") from e
+            except ImageError as e:
+                bad("unreadable image", f"{where}: {e}")
+                continue
             yield {"caption": caption, "source": path.stem, "num_words": count_words(caption),
                    "pixel_values": pixels}
 
 
-def _read_feature_captions(files: list[Path], feature_files: list[str]) -> Iterator[dict[str, Any]]:
+def _load_features(path: Path) -> np.ndarray:
+    arr = load_npy(path)
+    if arr.ndim not in (2, 3):
+        raise DataError(f"{path}: features must be [N, D] or [N, P, D], got shape {arr.shape}; regenerate them")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: features must be floating point (float16/32/64), got {arr.dtype}; "
+                        "convert them, e.g. np.save(path, arr.astype(np.float32))")
+    return arr
+
+
+def _read_feature_captions(files: list[Path], feature_files: list[str], skipped: dict[str, dict[str, int]],
+                           on_bad: str) -> Iterator[dict[str, Any]]:
+    """Captions aligned with feature rows. Every file is checked (JSON, .npy shapes, counts)
+    before any caption is yielded; a bad caption is skipped with its feature row."""
+    checked = []
+    row_shape: tuple[Path, tuple[int, ...]] | None = None
     for path in files:
-        try:
-            captions = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from e
+        captions = read_json(path)
         if not isinstance(captions, list):
-            raise DataError(f"{path}: expected a JSON list of caption strings")
-        rows = 0
-        for f in _feature_files(path):
-            arr = np.load(f, mmap_mode="r")
-            if arr.ndim < 2:
-                raise DataError(f"{f}: features must be [N, D] or [N, P, D], got shape {arr.shape}")
-            feature_files.append(str(f.resolve()))
+            raise DataError(f"{path}: expected a JSON list of caption strings, got {type(captions).__name__}")
+        arrays = [(f, _load_features(f)) for f in _feature_files(path)]
+        for f, arr in arrays:
+            row_shape = row_shape or (f, arr.shape[1:])
+            if arr.shape[1:] != row_shape[1]:
+                raise DataError(f"{f}: feature rows of shape {arr.shape[1:]}, but {row_shape[0].name} has "
+                                f"{row_shape[1]}; all feature files must share one row shape")
+        rows = sum(arr.shape[0] for _, arr in arrays)
+        if rows != len(captions):
+            raise DataError(f"{path}: {len(captions)} captions but {rows} feature rows in its .npy files "
+                            f"({', '.join(f.name for f, _ in arrays)}); they must align row by row")
+        checked.append((path, captions, arrays))
+    for path, captions, arrays in checked:
+        first = 0  # the caption index of row 0 of the feature file f
+        for f, arr in arrays:
+            feature_files.append(os.path.abspath(f))  # lexical: a symlinked data directory stays as named
             for r in range(arr.shape[0]):
-                if rows + r >= len(captions):
-                    break
-                where = f"{path}: record {rows + r}"
-                caption = _clean_caption(captions[rows + r], where)
+                caption, reason, problem = _caption(captions[first + r])
+                if caption is None:  # skipped with its feature row: the rest stay aligned
+                    _bad(skipped, on_bad, path, reason, f"{path}: record {first + r}: {problem}")
+                    continue
                 yield {"caption": caption, "source": path.stem, "num_words": count_words(caption),
                        "feature_file": len(feature_files) - 1, "feature_row": r}
-            rows += arr.shape[0]
-        if rows != len(captions):
-            raise DataError(f"{path}: {len(captions)} captions but {rows} feature rows in its .npy files; "
-                            "they must align row by row")
+            first += arr.shape[0]
 
 
-def _from_generator(gen, **kwargs) -> datasets.Dataset:
-    """`Dataset.from_generator`, re-raising our one-line DataError instead of its wrapper."""
+def _from_generator(gen, **kwargs) -> datasets.Dataset | None:
+    """`Dataset.from_generator`, re-raising our one-line DataError instead of its wrapper; None
+    when the generator yields nothing (e.g. only empty files, or every record skipped)."""
     try:
         return datasets.Dataset.from_generator(gen, **kwargs)
     except datasets.exceptions.DatasetGenerationError as e:
         cause = e.__cause__ or e.__context__
         if isinstance(cause, DataError):
             raise cause from None
+        raise
+    except ValueError as e:
+        if "corresponds to no data" in str(e):  # datasets' word for a split with no examples
+            return None
         raise
 
 
@@ -170,26 +285,37 @@ def load_text(data_dir: Path) -> datasets.Dataset | None:
     return datasets.load_from_disk(str(path)) if path.exists() else None
 
 
-def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False) -> Path:
+def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad_record: str = "error") -> Path:
+    """`on_bad_record`: "error" (a bad record stops the stage with file:line) or "skip" (it is
+    left out and counted in the manifest's `skipped_records`)."""
     data_dir = Path(data_dir)
+    if on_bad_record not in ON_BAD_RECORD:
+        raise DataError(f"on_bad_record {on_bad_record!r} unknown; use one of {', '.join(ON_BAD_RECORD)}")
     text_files, jsonl_files, feat_files = _source_files(data_dir)
     all_inputs = text_files + jsonl_files + feat_files
-    fp = fingerprint(STAGE, file_fingerprint(all_inputs), image_size)
+    fp = fingerprint(STAGE, file_fingerprint(all_inputs), image_size, on_bad_record)
     out = out_dir(data_dir)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
         return out
-    skipped: dict[str, int] = {}
+    for path in jsonl_files + feat_files:  # a whole file is never skipped
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes); a captions file needs at least one record: "
+                            "fill it or remove it")
+    empty_text_files = [p.name for p in text_files if p.stat().st_size == 0]
+    blank: dict[str, int] = {}
+    skipped: dict[str, dict[str, int]] = {}
     feature_files: list[str] = []
     with atomic_dir(out) as tmp:
         cache = tmp / "cache"
         n_text = 0
         if text_files:  # an empty dataset cannot be saved and reloaded, so none is written
             text_ds = _from_generator(
-                _read_text, gen_kwargs={"files": text_files, "skipped": skipped}, cache_dir=str(cache),
+                _read_text, gen_kwargs={"files": text_files, "blank": blank, "skipped": skipped, "on_bad": on_bad_record},
+                cache_dir=str(cache),
                 features=datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")}),
             )
-            n_text = text_ds.num_rows
+            n_text = text_ds.num_rows if text_ds is not None else 0
             if n_text:
                 text_ds.save_to_disk(str(tmp / "text"))
             del text_ds
@@ -200,14 +326,20 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False) -> Pat
                 "pixel_values": datasets.Array3D((3, image_size, image_size), "uint8"),
             })
             cap_ds = _from_generator(
-                _read_jsonl_captions, gen_kwargs={"files": jsonl_files, "image_size": image_size},
-                features=features, cache_dir=str(cache))
+                _read_jsonl_captions, features=features, cache_dir=str(cache),
+                gen_kwargs={"files": jsonl_files, "image_size": image_size, "data_dir": data_dir,
+                            "skipped": skipped, "on_bad": on_bad_record})
             image_input = "pixels"
         elif feat_files:
-            cap_ds = datasets.Dataset.from_list(list(_read_feature_captions(feat_files, feature_files)))
+            cap_ds = datasets.Dataset.from_list(
+                list(_read_feature_captions(feat_files, feature_files, skipped, on_bad_record)))
             image_input = "features"
         else:
             cap_ds, image_input = None, "none"
+        if image_input != "none" and (cap_ds is None or cap_ds.num_rows == 0):
+            why = f" (skipped as bad: {_skipped_summary(skipped)})" if skipped else ""
+            raise DataError(f"{data_dir / 'captions'}: no caption records left{why}; fix the data "
+                            "or remove the captions")
         if cap_ds is not None:
             cap_ds.save_to_disk(str(tmp / "captions"))
         n_caps = cap_ds.num_rows if cap_ds is not None else 0
@@ -217,18 +349,29 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False) -> Pat
             tmp, STAGE, fp, data_dir=str(data_dir.resolve()), image_size=image_size,
             image_input=image_input, feature_files=feature_files,
             text_files=[str(p) for p in text_files], caption_files=[str(p) for p in jsonl_files + feat_files],
-            text_lines=n_text, captions=n_caps, blank_text_lines_skipped=skipped,
+            text_lines=n_text, captions=n_caps, blank_text_lines_skipped=blank,
+            empty_text_files=empty_text_files, on_bad_record=on_bad_record, skipped_records=skipped,
         )
-    total_skipped = sum(skipped.values())
+    n_bad = sum(sum(reasons.values()) for reasons in skipped.values())
+    empty = f"; empty text files: {', '.join(empty_text_files)}" if empty_text_files else ""
+    bad = f" ({_skipped_summary(skipped)})" if n_bad else ""
     log(STAGE, f"{n_text} text lines, {n_caps} captions ({image_input}); "
-               f"{total_skipped} blank text lines skipped -> {out}")
+               f"{sum(blank.values())} blank text lines skipped; {n_bad} bad records skipped{bad}{empty} -> {out}")
     return out
+
+
+def _skipped_summary(skipped: dict[str, dict[str, int]]) -> str:
+    return "; ".join(f"{name}: " + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+                     for name, reasons in sorted(skipped.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__)
     p.add_argument("--image_size", type=int, default=32)
-    return run_cli(p, argv, lambda a: ingest(a.data_dir, a.image_size, a.overwrite))
+    p.add_argument("--on_bad_record", choices=ON_BAD_RECORD, default="error",
+                   help="a bad text line or caption record: stop with its file:line (error), or leave it "
+                        "out and count it in the manifest (skip)")
+    return run_cli(p, argv, lambda a: ingest(a.data_dir, a.image_size, a.overwrite, a.on_bad_record))
 
 
 if __name__ == "__main__":

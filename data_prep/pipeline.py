@@ -36,11 +36,13 @@ class Prepared:
 
 def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: int | None = None,
             image_size: int = 32, vocab_size: int = 2048, seed: int = 0,
-            build_world: bool | None = None) -> Prepared:
+            build_world: bool | None = None, on_bad_record: str = "error") -> Prepared:
     """Run every stage that is not up to date. `word_budget` is the size of the built-in world:
     it is generated at that size, and a world generated at another size is refused (never
     silently reused under the new label); a missing or empty `data_dir` named with a budget gets
-    a new world. Real data is used whole and may not name a budget."""
+    a new world. Real data is used whole and may not name a budget. `on_bad_record`: a bad text
+    line or caption record stops ingest with its file:line ("error") or is skipped and counted
+    ("skip")."""
     data_dir = Path(data_dir)
     if build_world is None:  # the default location, or a new directory asked for at a budget
         empty = not data_dir.exists() or not any(data_dir.iterdir())
@@ -66,7 +68,7 @@ def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: in
             raise DataError(f"{manifest}: this world was generated at {generated:,} words, not --word_budget "
                             f"{word_budget:,}; pass another --data_dir (a new world is generated there) or "
                             "leave --word_budget unset")
-    ing = ingest.ingest(data_dir, image_size=image_size)
+    ing = ingest.ingest(data_dir, image_size=image_size, on_bad_record=on_bad_record)
     # the built-in world is checked against the budget it was generated for; real data
     # against BabyLM's 100M-word cap
     world_manifest = data_dir / "world.json"
@@ -87,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"size of the built-in world (default {world.DEFAULT_BUDGET:,} when generated)")
     p.add_argument("--image_size", type=int, default=32)
     p.add_argument("--vocab_size", type=int, default=2048)
+    p.add_argument("--on_bad_record", choices=ingest.ON_BAD_RECORD, default="error",
+                   help="a bad text line or caption record: stop with its file:line (error), or leave it "
+                        "out and count it in the ingest manifest (skip)")
     return run_cli(p, argv, lambda a: prepare(a.data_dir, a.curriculum, word_budget=a.word_budget,
-                                              image_size=a.image_size, vocab_size=a.vocab_size))
+                                              image_size=a.image_size, vocab_size=a.vocab_size,
+                                              on_bad_record=a.on_bad_record))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from babymm.files import DataError, write_json_atomic
+from babymm.files import DataError, remove_stale_siblings, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -44,6 +44,11 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
 
 
 def is_up_to_date(out_dir: Path, fp: str) -> bool:
+    """Whether `out_dir` was made from inputs with fingerprint `fp`. Every stage asks this
+    first, so it is also where the temp dirs of its killed runs are removed (see atomic_dir):
+    a run killed after its output was in place, or while redoing an up-to-date output, would
+    otherwise leave them until the output is next rewritten."""
+    remove_stale_siblings(Path(out_dir))
     m = read_manifest(out_dir)
     return m is not None and m.get("fingerprint") == fp
 

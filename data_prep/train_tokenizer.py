@@ -35,9 +35,17 @@ def out_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "prepared" / STAGE
 
 
+# SentencePiece's default max_sentence_length: it silently skips longer lines
+MIN_MAX_SENTENCE_BYTES = 4192
+
+
 def _train_spm(lines: list[str], vocab_size: int, prefix: Path) -> int:
-    """Train; if the corpus cannot support `vocab_size` pieces, retrain at the largest it can."""
+    """Train; if the corpus cannot support `vocab_size` pieces, retrain at the largest it can.
+    SentencePiece silently drops lines longer than `max_sentence_length` bytes, so it is set to
+    the longest line (never below its default)."""
+    longest = max((len(line.encode("utf-8")) for line in lines), default=0)
     kwargs = dict(
+        max_sentence_length=max(MIN_MAX_SENTENCE_BYTES, longest),
         model_prefix=str(prefix), model_type="unigram", normalization_rule_name="nmt_nfkc_cf",
         character_coverage=1.0, byte_fallback=False, user_defined_symbols=[IMAGE_TOKEN],
         pad_id=0, unk_id=1, bos_id=2, eos_id=3, num_threads=1, minloglevel=2,

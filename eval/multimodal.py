@@ -12,7 +12,6 @@ for a run trained on features. A `text` run (no vision at all) is scored with no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from babymm.data import tokenize_captions
-from babymm.files import read_jsonl
-from babymm.images import load_image
+from babymm.files import DataError, is_inside, lexical_path, load_npy, read_json, read_jsonl_lines
+from babymm.images import ImageError, load_image
 from babymm.models import BabyModel, VisionLanguageModel
 from babymm.text import with_article
 from eval.choices import choice_metrics, choice_records
@@ -41,9 +40,20 @@ class TaskSkipped(Exception):
 
 
 
+def read_items(path: Path, required: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of an eval jsonl and where each is (`file:line`, for errors); an empty file is
+    an error, as is anything `read_jsonl_lines` refuses."""
+    lines = read_jsonl_lines(path, required)
+    if not lines:
+        raise DataError(f"{path}: no items; fill it or remove it")
+    return [record for _, record in lines], [f"{path}:{lineno}" for lineno, _ in lines]
+
+
 class EvalImages:
     """The images of one eval directory as the run's vision input sees them, by key: the
-    image's path relative to that directory (e.g. `images/wino_00001.png`).
+    image's path relative to that directory (e.g. `images/wino_00001.png`). A key that leads
+    outside the directory (compared by name: a symlink inside it is fine), or an image that is
+    missing or unreadable, is a DataError naming the record that asked for it.
 
     A pixel run reads and resizes the files. A features run reads `features.npy` (rows
     [N, D] or [N, P, D], as the training features) aligned with `feature_ids.json` (the list
@@ -59,23 +69,45 @@ class EvalImages:
             if not feats.exists() or not ids.exists():
                 raise TaskSkipped(f"the run reads precomputed image features (--vision_encoder features) "
                                   f"and {self.dir} has no {FEATURES} + {FEATURE_IDS} for its images")
-            self.features = np.load(feats, mmap_mode="r")
-            keys = json.loads(ids.read_text())
-            if len(keys) != len(self.features):
-                raise ValueError(f"{ids}: {len(keys)} ids for {len(self.features)} rows of {feats}")
+            self.features = load_npy(feats)
+            keys = read_json(ids)
+            if not isinstance(keys, list) or len(keys) != len(self.features):
+                raise DataError(f"{ids}: expected a list of {len(self.features)} image keys, one per row of "
+                                f"{feats}; recompute the eval features")
             self.row = {k: i for i, k in enumerate(keys)}
 
-    def __call__(self, keys: Sequence[str]) -> torch.Tensor | None:
-        """[N, 3, S, S] uint8 pixels, [N, D] / [N, P, D] float32 features, or None (no vision)."""
+    def __call__(self, keys: Sequence[str], where: Sequence[str] | None = None) -> torch.Tensor | None:
+        """[N, 3, S, S] uint8 pixels, [N, D] / [N, P, D] float32 features, or None (no vision).
+        `where[i]` names the record that asked for `keys[i]` (`file:line`) in errors."""
+        where = list(where) if where is not None else [str(self.dir)] * len(keys)
+        paths = [self._path(k, w) for k, w in zip(keys, where, strict=True)]
         if self.kind is None:
             return None
         if self.kind != "features":
-            return torch.from_numpy(np.stack([load_image(self.dir / k, self.size) for k in keys]))
-        missing = [k for k in keys if k not in self.row]
+            return torch.from_numpy(np.stack([self._load(p, w) for p, w in zip(paths, where, strict=True)]))
+        missing = [(k, w) for k, w in zip(keys, where, strict=True) if k not in self.row]
         if missing:
-            raise ValueError(f"{self.dir / FEATURE_IDS}: no features for image {missing[0]!r} "
-                             f"({len(missing)} missing); recompute the eval features")
+            k, w = missing[0]
+            raise DataError(f"{w}: no features for image {k!r} in {self.dir / FEATURE_IDS} "
+                            f"({len(missing)} missing); recompute the eval features")
         return torch.from_numpy(np.stack([np.asarray(self.features[self.row[k]], dtype=np.float32) for k in keys]))
+
+    def _path(self, key: Any, where: str) -> Path:
+        if not isinstance(key, str) or not key.strip():
+            raise DataError(f"{where}: image must be a path, got {key!r}; fix it")
+        path = lexical_path(key, self.dir)
+        if not is_inside(path, self.dir):
+            raise DataError(f"{where}: image path {key!r} is outside the data directory {lexical_path('.', self.dir)}; "
+                            "move the image under it (a symlink inside it is fine)")
+        return path
+
+    def _load(self, path: Path, where: str) -> np.ndarray:
+        if not path.is_file():
+            raise DataError(f"{where}: image {path} not found; fix the path or remove the item")
+        try:
+            return load_image(path, self.size)
+        except ImageError as e:
+            raise DataError(f"{where}: {e}") from None
 
 
 def _device(model: BabyModel) -> torch.device:
@@ -136,8 +168,8 @@ def _choice_task(model: BabyModel, images: torch.Tensor | None, requests: list[t
 def winoground(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
                batch_size: int = 64) -> tuple[dict[str, Any], Records]:
     """2-way: is log P(caption_0 | image) > log P(caption_1 | image)?"""
-    items = read_jsonl(data_dir / "winoground.jsonl")
-    images = EvalImages(model, data_dir)([f"images/{it['image_key']}.png" for it in items])
+    items, where = read_items(data_dir / "winoground.jsonl", required=("image_key", "caption_0", "caption_1"))
+    images = EvalImages(model, data_dir)([f"images/{it['image_key']}.png" for it in items], where)
     requests = [bos_request(tok, it[k]) for it in items for k in ("caption_0", "caption_1")]
     heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
     metrics, recs = _choice_task(model, images, requests, [[it["caption_0"], it["caption_1"]] for it in items],
@@ -148,13 +180,22 @@ def winoground(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
 def vqa(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
         batch_size: int = 64) -> tuple[dict[str, Any], Records]:
     """8-way: the answer with the highest log P(answer | image, 'Question: q Answer:')."""
-    items = json.loads((data_dir / "vqa.json").read_text(encoding="utf-8"))
-    options = []
+    path = data_dir / "vqa.json"
+    items = read_json(path)
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{path}: expected a non-empty JSON list of questions; fix or regenerate it")
+    options, where = [], [f"{path}: record {i}" for i in range(len(items))]
     for i, it in enumerate(items):
+        missing = [k for k in ("question", "target_ans", "distractors", "image_id")
+                   if not isinstance(it, dict) or k not in it]
+        if missing:
+            raise DataError(f"{where[i]}: missing field(s) {missing}")
+        if not isinstance(it["distractors"], list):
+            raise DataError(f"{where[i]}: distractors must be a list of 7 answers")
         if len(it["distractors"]) != 7:
-            raise ValueError(f"{data_dir / 'vqa.json'}: record {i} has {len(it['distractors'])} distractors, not 7")
+            raise DataError(f"{path}: record {i} has {len(it['distractors'])} distractors, not 7")
         options.append([it["target_ans"], *it["distractors"]])
-    images = EvalImages(model, data_dir)([f"images/{it['image_id']}.png" for it in items])
+    images = EvalImages(model, data_dir)([f"images/{it['image_id']}.png" for it in items], where)
     requests = [split_pair(tok, f"Question: {it['question']} Answer:", f" {a}")
                 for it, opts in zip(items, options, strict=True) for a in opts]
     heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
@@ -187,8 +228,9 @@ def embed_images(model: VisionLanguageModel, images: torch.Tensor, batch_size: i
 def heldout_pairs(model: BabyModel, jsonl: Path, limit: int | None = None
                   ) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """The first `limit` held-out image-caption records and their images."""
-    items = read_jsonl(jsonl)[:limit]
-    return items, EvalImages(model, jsonl.parent)([it["image"] for it in items])
+    items, where = read_items(jsonl, required=("image", "caption"))
+    items, where = items[:limit], where[:limit]
+    return items, EvalImages(model, jsonl.parent)([it["image"] for it in items], where)
 
 
 def embedding_metrics(model: BabyModel, tok: PreTrainedTokenizerBase, jsonl: Path,
@@ -215,14 +257,16 @@ def zero_shot(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path, ba
         raise TaskSkipped(f"no {data_dir}/*.jsonl")
     load_images = EvalImages(model, data_dir)
     for path in paths:
-        items = read_jsonl(path)
-        classes = items[0]["labels"]
-        for i, it in enumerate(items):
-            if it["labels"] != classes or it["label"] not in classes:
-                raise ValueError(f"{path}:{i + 1}: label {it['label']!r} or its class list differs from line 1's")
+        items, where = read_items(path, required=("image", "label"))
+        classes = items[0].get("labels")
+        if not isinstance(classes, list) or not classes:
+            raise DataError(f"{where[0]}: 'labels' must be the non-empty list of class names")
+        for it, w in zip(items, where, strict=True):
+            if it.get("labels") != classes or it["label"] not in classes:
+                raise DataError(f"{w}: label {it['label']!r} or its class list differs from the first item's")
         target = [classes.index(it["label"]) for it in items]
         heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
-        images = load_images([it["image"] for it in items])
+        images = load_images([it["image"] for it in items], where)
         prompts = [t.format(with_article(c)) for c in classes for t in templates]  # class-major
         ids = [f"{path.stem}_{i}" for i in range(len(items))]
         options = [classes] * len(items)

@@ -111,19 +111,20 @@ def test_zero_shot_matches_naive(model_and_tok, tiny_world, tmp_path):
     pairs = [json.loads(line) for line in
              (tiny_world / "eval" / "captions" / "heldout.jsonl").read_text().splitlines()[:6]]
     classes = ["red", "blue", "star"]
-    rows = [{"image": str(tiny_world / "eval" / "captions" / p["image"]), "label": classes[i % 3], "labels": classes}
-            for i, p in enumerate(pairs)]
+    shutil.copytree(tiny_world / "eval" / "captions" / "images", tmp_path / "images")  # images stay inside the set
+    rows = [{"image": p["image"], "label": classes[i % 3], "labels": classes} for i, p in enumerate(pairs)]
     (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     templates = ("{}.", "there is {}.")
     metrics, records = multimodal.zero_shot(model, tok, tmp_path, batch_size=4, templates=templates)
     hits_e, hits_l = [], []
     for i, r in enumerate(rows):
-        img = naive_image_embedding(model, r["image"])
+        img = naive_image_embedding(model, tmp_path / r["image"])
         sims = []
         for c in classes:
             mean = torch.stack([naive_text_embedding(model, tok, t.format("a " + c)) for t in templates]).mean(0)
             sims.append(float(img @ (mean / mean.norm())))
-        lls = [np.mean([naive_logprob(model, tok, r["image"], "", t.format("a " + c)) for t in templates]) for c in classes]
+        lls = [np.mean([naive_logprob(model, tok, tmp_path / r["image"], "", t.format("a " + c)) for t in templates])
+               for c in classes]
         hits_e.append(strictly_best(sims, i % 3))
         hits_l.append(strictly_best(lls, i % 3))
         assert records["toy"][i]["scores"] == pytest.approx(sims, abs=1e-4)
@@ -143,7 +144,8 @@ def test_embedding_metrics_match_per_item_embeddings(model_and_tok, tiny_world, 
     model, tok = model_and_tok
     src = tiny_world / "eval" / "captions"
     pairs = [json.loads(line) for line in (src / "heldout.jsonl").read_text().splitlines()[:40]]
-    rows = [{**p, "image": str(src / p["image"])} for p in pairs]
+    shutil.copytree(src / "images", tmp_path / "images")  # images stay inside the set's directory
+    rows = [{**p, "image": str(tmp_path / p["image"])} for p in pairs]  # absolute paths inside it are fine
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     metrics, _ = multimodal.embedding_metrics(model, tok, tmp_path / "pairs.jsonl", batch_size=16)
     image = torch.stack([naive_image_embedding(model, r["image"]) for r in rows])

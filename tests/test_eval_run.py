@@ -212,7 +212,8 @@ def test_corrupt_vqa_fails_alone(tiny_run, eval_data, scored, tmp_path):
 
     assert rc == 1
     res = read_results(run_dir)
-    assert set(res["vqa"]) == {"error"} and "JSONDecodeError" in res["vqa"]["error"]
+    assert set(res["vqa"]) == {"error"}
+    assert res["vqa"]["error"].startswith(f"DataError: {vqa}:") and "malformed or truncated JSON" in res["vqa"]["error"]
     assert "VQA" not in res["summary"]
     assert not (run_dir / "predictions" / "vqa.jsonl").exists()
     assert res["blimp"]["n"] == ref["blimp"]["n"] and res["winoground"]["n"] == ref["winoground"]["n"] == N_IMAGE_ITEMS

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from babymm.losses import (
     ContrastiveLoss,
@@ -96,7 +97,7 @@ def _worker(rank, world, init_file, I, T, out_file):
     dist.all_gather(grads_i, gi / world)
     dist.all_gather(grads_t, gt / world)
     if rank == 0:
-        torch.save({"values": values / world, "gi": torch.cat(grads_i), "gt": torch.cat(grads_t)}, out_file)
+        save_file({"values": values / world, "gi": torch.cat(grads_i), "gt": torch.cat(grads_t)}, out_file)
     dist.barrier()  # no rank tears gloo down while another is still in a collective
     dist.destroy_process_group()
     # skip interpreter teardown: gloo's threads have aborted a child there ("terminate called
@@ -108,9 +109,9 @@ def test_gathered_loss_equals_single_process():
     """Two gloo processes with half the batch each give the single-process loss and gradients."""
     I, T = _pairs(n=8, d=4, seed=1)
     with tempfile.TemporaryDirectory() as d:
-        init, out = os.path.join(d, "init"), os.path.join(d, "out.pt")
+        init, out = os.path.join(d, "init"), os.path.join(d, "out.safetensors")
         mp.spawn(_worker, args=(2, init, I, T, out), nprocs=2, join=True)
-        got = torch.load(out)
+        got = load_file(out)
     i_full, t_full = I.clone().requires_grad_(True), T.clone().requires_grad_(True)
     ref = ContrastiveLoss(LossWeights(xuniform=1.0))(i_full, t_full, torch.tensor(10.0, dtype=I.dtype))
     sum(ref.values()).backward()

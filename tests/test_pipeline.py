@@ -87,8 +87,8 @@ def test_unknown_curriculum_is_one_line_error(tiny_world, tmp_path, capsys):
 
 def test_missing_data_dir_is_one_line_error(tmp_path, capsys):
     rc = train.main(["--data_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "r")])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "nowhere: data directory does not exist" in err and "\n" not in err
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(errors) == 1 and "nowhere: data directory does not exist" in errors[0]
 
 
 def test_existing_run_is_not_overwritten(tiny_run, tiny_world, capsys):
