@@ -16,16 +16,24 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from babymm.files import DataError, is_inside, load_npy
+
 
 class CaptionData(torch.utils.data.Dataset):
     """Ingested image-caption pairs -> {input_ids, attention_mask, num_words[, images]}."""
 
     def __init__(self, ingest_dir: Path, tokenizer: PreTrainedTokenizerBase, max_tokens: int,
                  with_images: bool = True):
-        manifest = json.loads((Path(ingest_dir) / "manifest.json").read_text())
+        manifest_path = Path(ingest_dir) / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
         self.image_input: str = manifest["image_input"]
         self.ds = datasets.load_from_disk(str(Path(ingest_dir) / "captions")).with_format("numpy")
-        self.features = [np.load(f, mmap_mode="r") for f in manifest.get("feature_files", [])]
+        root = Path(ingest_dir).absolute().parent.parent  # DATA/prepared/ingest
+        for i, f in enumerate(manifest.get("feature_files", [])):
+            if not is_inside(f, root):
+                raise DataError(f"{manifest_path}: feature_files[{i}] {f} is outside the data directory {root}; "
+                                "re-run ingest (python -m data_prep.ingest --overwrite)")
+        self.features = [load_npy(Path(f)) for f in manifest.get("feature_files", [])]
         self.tokenizer, self.max_tokens = tokenizer, max_tokens
         self.with_images = with_images  # False: a text model never reads a pixel or feature row
         columns = ["caption", "num_words"]

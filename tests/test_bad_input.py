@@ -658,3 +658,25 @@ def test_special_string_check_matches_the_tokenizer(tmp_path):
     for text in ["a < s > b", "<images>", "< image >", "</ s>", "<sup>", "a <p> b"]:
         assert ingest.special_string(normalize_text(text)) is None
         assert not special & set(fast(text, add_special_tokens=False)["input_ids"]), text
+
+
+def test_a_manifest_pointing_outside_the_data_dir_or_at_a_truncated_npy_is_refused_by_training(tmp_path):
+    from babymm.data import CaptionData
+
+    root = write_features(tmp_path / "d", GOOD_CAPS, [feats(2), feats(1, start=2)])
+    out = ingest.ingest(root)
+    tok = None  # the tokenizer is not read when the dataset is opened
+    path = out / "manifest.json"
+    m = json.loads(path.read_text())
+    elsewhere = tmp_path / "elsewhere.npy"
+    np.save(elsewhere, feats(2))
+    m["feature_files"][1] = str(elsewhere)
+    path.write_text(json.dumps(m))
+    with pytest.raises(DataError, match=rf"manifest\.json: feature_files\[1\] {elsewhere} is outside the data "
+                                        rf"directory {root}; re-run ingest"):
+        CaptionData(out, tok, 8)
+    m["feature_files"][1] = str(root / "captions" / "cc_feat_2of2.npy")
+    path.write_text(json.dumps(m))
+    (root / "captions" / "cc_feat_2of2.npy").write_bytes((root / "captions" / "cc_feat_2of2.npy").read_bytes()[:60])
+    with pytest.raises(DataError, match=r"cc_feat_2of2\.npy: truncated or not a \.npy file"):
+        CaptionData(out, tok, 8)
