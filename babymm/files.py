@@ -159,6 +159,34 @@ def read_json(path: Path) -> Any:
                         "fix or regenerate the file") from None
 
 
+class BadRecord(DataError):
+    """One bad line or record, with a short `reason` under which a skip is counted."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_jsonl_line(raw: bytes, where: str) -> dict[str, Any] | None:
+    """One jsonl line as its object, None for a blank line. Bytes that are not UTF-8, malformed
+    JSON, or a value that is not an object raise BadRecord naming `where` (file:line)."""
+    try:
+        line = decode_line(raw, where)
+    except DataError as e:
+        raise BadRecord(str(e), "not valid UTF-8") from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadRecord(f"{where}: malformed JSON ({json_problem(e)}); each line must be one object",
+                        "malformed JSON") from None
+    if not isinstance(record, dict):
+        raise BadRecord(f"{where}: expected a JSON object, got {type(record).__name__}; "
+                        "each line must be one object", "not a JSON object")
+    return record
+
+
 def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
     """(line number, record) of each record of a jsonl file (blank lines skipped). Bytes that
     are not UTF-8, a malformed line, a line that is not an object, or a `required` field
@@ -167,17 +195,9 @@ def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[i
     records = []
     for lineno, raw in iter_lines(path):
         where = f"{path}:{lineno}"
-        line = decode_line(raw, where)
-        if not line.strip():
+        record = parse_jsonl_line(raw, where)
+        if record is None:
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: malformed JSON ({json_problem(e)}); "
-                            "each line must be one object") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}; "
-                            "each line must be one object")
         missing = [f for f in required if not isinstance(record.get(f), str) or not record[f].strip()]
         if missing:
             raise DataError(f"{where}: missing or empty field(s) {missing}")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from babymm.files import BadRecord, is_inside, lexical_path
 
 
 class ImageError(ValueError):
@@ -26,3 +30,26 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise ImageError(f"{path}: unreadable image ({e.__class__.__name__}: {e}); fix or remove it") from e
     return np.ascontiguousarray(arr.transpose(2, 0, 1))  # [3, S, S]
+
+
+def record_image_path(name: Any, base: Path, root: Path, where: str) -> Path:
+    """The image a record names (`name` relative to `base`, or absolute), which must lie under
+    `root`, compared by name so a symlinked image folder inside it is fine. BadRecord naming
+    `where` (file:line) otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise BadRecord(f"{where}: 'image' must be a path, got {name!r}; fix it", "bad image path")
+    path = lexical_path(name, base)
+    if not is_inside(path, root):
+        raise BadRecord(f"{where}: image path {name!r} is outside the data directory {os.path.abspath(root)}; "
+                        "move the image under it (a symlink inside it is fine)", "image outside the data directory")
+    return path
+
+
+def load_record_image(path: Path, size: int, where: str, fix: str) -> np.ndarray:
+    """`load_image`, with a missing or unreadable file a BadRecord naming `where` (file:line)."""
+    if not path.is_file():
+        raise BadRecord(f"{where}: image {path} not found; fix the path or {fix}", "image not found")
+    try:
+        return load_image(path, size)
+    except ImageError as e:
+        raise BadRecord(f"{where}: {e}", "unreadable image") from None

@@ -19,7 +19,6 @@ is always an error.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -33,17 +32,16 @@ import numpy as np
 from tqdm import tqdm
 
 from babymm.files import (
+    BadRecord,
     DataError,
     atomic_dir,
     decode_line,
-    is_inside,
     iter_lines,
-    json_problem,
-    lexical_path,
     load_npy,
+    parse_jsonl_line,
     read_json,
 )
-from babymm.images import ImageError, load_image
+from babymm.images import load_record_image, record_image_path
 from babymm.text import count_words, normalize_text
 from babymm.tokenizer import IMAGE_TOKEN, SPECIALS
 from data_prep.stage import (
@@ -160,22 +158,12 @@ def _read_jsonl_captions(files: list[Path], image_size: int, data_dir: Path,
             where = f"{path}:{lineno}"
             bad = partial(_bad, skipped, on_bad, path)
             try:
-                line = decode_line(raw, where)
-            except DataError as e:
-                bad("not valid UTF-8", str(e))
+                record = parse_jsonl_line(raw, where)
+            except BadRecord as e:
+                bad(e.reason, str(e))
                 continue
-            if not line.strip():
+            if record is None:
                 bad("blank line", f"{where}: blank line in a jsonl file; remove it")
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad("malformed JSON", f"{where}: malformed JSON ({json_problem(e)}); "
-                                      "each line must be one object")
-                continue
-            if not isinstance(record, dict):
-                bad("not a JSON object", f"{where}: expected a JSON object, got {type(record).__name__}; "
-                                         "each line must be one object")
                 continue
             if "image" not in record or "caption" not in record:
                 bad("missing key", f"{where}: record needs 'image' and 'caption' keys; add them")
@@ -184,23 +172,11 @@ def _read_jsonl_captions(files: list[Path], image_size: int, data_dir: Path,
             if caption is None:
                 bad(reason, f"{where}: {problem}")
                 continue
-            name = record["image"]
-            if not isinstance(name, str) or not name.strip():
-                bad("bad image path", f"{where}: 'image' must be a path, got {name!r}; fix it")
-                continue
-            image = lexical_path(name, path.parent)  # relative to the jsonl file, or absolute
-            if not is_inside(image, data_dir):
-                bad("image outside the data directory",
-                    f"{where}: image path {name!r} is outside the data directory {os.path.abspath(data_dir)}; "
-                    "move the image under it (a symlink inside it is fine)")
-                continue
-            if not image.is_file():
-                bad("image not found", f"{where}: image {image} not found; fix the path or remove the record")
-                continue
-            try:
-                pixels = load_image(image, image_size)
-            except ImageError as e:
-                bad("unreadable image", f"{where}: {e}")
+            try:  # the image path is relative to the jsonl file, or absolute
+                image = record_image_path(record["image"], path.parent, data_dir, where)
+                pixels = load_record_image(image, image_size, where, fix="remove the record")
+            except BadRecord as e:
+                bad(e.reason, str(e))
                 continue
             yield {"caption": caption, "source": path.stem, "num_words": count_words(caption),
                    "pixel_values": pixels}

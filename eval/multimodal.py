@@ -21,8 +21,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from babymm.data import tokenize_captions
-from babymm.files import DataError, is_inside, lexical_path, load_npy, read_json, read_jsonl_lines
-from babymm.images import ImageError, load_image
+from babymm.files import DataError, load_npy, read_json, read_jsonl_lines
+from babymm.images import load_record_image, record_image_path
 from babymm.models import BabyModel, VisionLanguageModel
 from babymm.text import with_article
 from eval.choices import choice_metrics, choice_records
@@ -80,11 +80,12 @@ class EvalImages:
         """[N, 3, S, S] uint8 pixels, [N, D] / [N, P, D] float32 features, or None (no vision).
         `where[i]` names the record that asked for `keys[i]` (`file:line`) in errors."""
         where = list(where) if where is not None else [str(self.dir)] * len(keys)
-        paths = [self._path(k, w) for k, w in zip(keys, where, strict=True)]
+        paths = [record_image_path(k, self.dir, self.dir, w) for k, w in zip(keys, where, strict=True)]
         if self.kind is None:
             return None
         if self.kind != "features":
-            return torch.from_numpy(np.stack([self._load(p, w) for p, w in zip(paths, where, strict=True)]))
+            return torch.from_numpy(np.stack([load_record_image(p, self.size, w, fix="remove the item")
+                                              for p, w in zip(paths, where, strict=True)]))
         missing = [(k, w) for k, w in zip(keys, where, strict=True) if k not in self.row]
         if missing:
             k, w = missing[0]
@@ -92,22 +93,6 @@ class EvalImages:
                             f"({len(missing)} missing); recompute the eval features")
         return torch.from_numpy(np.stack([np.asarray(self.features[self.row[k]], dtype=np.float32) for k in keys]))
 
-    def _path(self, key: Any, where: str) -> Path:
-        if not isinstance(key, str) or not key.strip():
-            raise DataError(f"{where}: image must be a path, got {key!r}; fix it")
-        path = lexical_path(key, self.dir)
-        if not is_inside(path, self.dir):
-            raise DataError(f"{where}: image path {key!r} is outside the data directory {lexical_path('.', self.dir)}; "
-                            "move the image under it (a symlink inside it is fine)")
-        return path
-
-    def _load(self, path: Path, where: str) -> np.ndarray:
-        if not path.is_file():
-            raise DataError(f"{where}: image {path} not found; fix the path or remove the item")
-        try:
-            return load_image(path, self.size)
-        except ImageError as e:
-            raise DataError(f"{where}: {e}") from None
 
 
 def _device(model: BabyModel) -> torch.device:
