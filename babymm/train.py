@@ -98,25 +98,27 @@ def build(cfg: RunConfig, prepared: Prepared, tokenizer, captions: CaptionData) 
     return model
 
 
-def resume_point(cfg: RunConfig, out: Path) -> tuple[bool, Path | None]:
-    """(resuming, checkpoint): whether this run goes on in `out` (never deleting it), and from
-    which checkpoint (None: from step 0). Raises ValueError when it may not start at all."""
+def resume_point(cfg: RunConfig, out: Path) -> tuple[bool, Path | None, dict | None]:
+    """(resuming, checkpoint, its trainer state): whether this run goes on in `out` (never
+    deleting it), and from which checkpoint (None: from step 0). Raises ValueError when it may
+    not start at all."""
     t = cfg.train
     has_run = out.exists() and any(out.iterdir())
     if t.resume_from_checkpoint is None:
         if has_run and not t.overwrite_output_dir:
             raise ValueError(f"{out} already holds a run; pass --resume_from_checkpoint auto to go on with it, "
                              "--overwrite_output_dir true to replace it, or another --output_dir")
-        return False, None
+        return False, None, None
     if t.overwrite_output_dir:
         raise ValueError("--resume_from_checkpoint and --overwrite_output_dir true contradict each other; pass one")
     if t.resume_from_checkpoint == "auto":
         if not has_run:
-            return False, None  # nothing to go on from: a new run
+            return False, None, None  # nothing to go on from: a new run
         ckpt = latest_checkpoint(out)
+        saved = read_checkpoint_state(ckpt) if ckpt is not None else None
     else:
         ckpt = Path(t.resume_from_checkpoint)
-        read_checkpoint_state(ckpt)
+        saved = read_checkpoint_state(ckpt)
         if ckpt.resolve().parent.parent != out.resolve():
             raise ValueError(f"{ckpt} is a checkpoint of {ckpt.resolve().parent.parent}, not of --output_dir {out}")
     saved_path = out / "run_config.json"
@@ -126,7 +128,7 @@ def resume_point(cfg: RunConfig, out: Path) -> tuple[bool, Path | None]:
     if diffs:
         raise ValueError(f"{saved_path}: the run was started with another configuration ({'; '.join(diffs)}); "
                          "resume with the same flags or start a new --output_dir")
-    return True, ckpt
+    return True, ckpt, saved
 
 
 def gap_probe(cfg: RunConfig, data_dir: Path, model: BabyModel, tokenizer) -> GapProbe | None:
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     # every rank decides (before any rank writes), so none is left waiting for one that quit
     problems = cfg.problems(accelerator.num_processes)
     try:
-        resuming, ckpt = resume_point(cfg, out) if not problems else (False, None)
+        resuming, ckpt, saved = resume_point(cfg, out) if not problems else (False, None, None)
     except ValueError as e:
         problems.append(str(e))
     if problems:
@@ -175,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {p}", file=sys.stderr)
         return 2
     set_threads(cfg, accelerator)
-    saved = read_checkpoint_state(ckpt) if ckpt is not None else None
     if accelerator.is_main_process:
         for note in cfg.warnings():
             print(f"note: {note}", file=sys.stderr)
@@ -271,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
 
             def resume() -> None:
-                load_checkpoint(accelerator, ckpt)
-                state.load_state_dict(saved["train_state"])
+                state.load_state_dict(load_checkpoint(accelerator, ckpt)["train_state"])
 
             run_stage(state, name, accelerator, module, steps, batches, stage_task, t, log, probe=stage_probe,
                       resume=resume if saved and i == first else None, end_of_step=end_of_step)

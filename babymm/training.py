@@ -200,12 +200,13 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
     bar = tqdm(total=num_steps, initial=state.stage_step, desc=stage, disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
     for batch in batches(state.stage_step):
+        counts = _counts(batch)  # read on the host, before the batch moves to the device
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         losses = task.loss_terms(wrapped, batch)
         loss = sum(losses.values())
         names = [*losses, "loss"]
         local = torch.cat([torch.stack([v.detach().double() for v in (*losses.values(), loss)]),
-                           torch.tensor(_counts(batch), dtype=torch.float64, device=accelerator.device)])
+                           torch.tensor(counts, dtype=torch.float64, device=accelerator.device)])
         totals = accelerator.reduce(local, reduction="sum").tolist()  # every rank: the global numbers
         means = [v / accelerator.num_processes for v in totals[: len(names)]]
         state.optimizer.zero_grad(set_to_none=True)
