@@ -33,8 +33,14 @@ class DataArguments:
     curriculum: str = field(default="length", metadata={
         "help": "Curriculum name (curricula/NAME.yaml) or a path to a YAML spec."})
     word_budget: int | None = field(default=None, metadata={
-        "help": "Training words (text + captions) of the built-in world: generated at this size, refused "
-                "if the world in --data_dir has another. Default: the world as it is (500,000 when generated)."})
+        "help": "Train on exactly this many words (text + captions, whitespace tokens), drawn from --data_dir "
+                "by whole lines and whole images (data_prep.budget); prepared apart from every other budget and "
+                "seed. A missing or empty --data_dir gets a built-in world of this size. Default: the data as it is."})
+    text_fraction: float = field(default=0.5, metadata={
+        "help": "Share of --word_budget for the text-only portion (the BabyLM tracks: 0.5); the rest is captions."})
+    data_seed: int | None = field(default=None, metadata={
+        "help": "Seed of the --word_budget draw; default: --seed, so each seed's run sees its own draw (pass one "
+                "number to hold the data fixed across seeds)."})
     image_size: int = field(default=32, metadata={"help": "Images are resized to this square size."})
     vocab_size: int = field(default=2048, metadata={"help": "Requested SentencePiece vocabulary size (preset)."})
     block_size: int = field(default=64, metadata={"help": "Tokens per text-only training chunk."})
@@ -50,7 +56,9 @@ class TrainArguments:
         "help": "Where the run is written; default runs/<model_type>-<curriculum>-s<seed>."})
     seed: int = 0
     text_pretrain_steps: int = field(default=600, metadata={"help": "Stage 1 steps; 0 skips text-only pretraining."})
-    multimodal_steps: int = field(default=1000, metadata={"help": "Stage 2 steps."})
+    multimodal_steps: int | None = field(default=None, metadata={
+        "help": "Stage 2 steps; default 1000, or what the curriculum's epochs_per_stage gives (then this flag is "
+                "refused: the spec sets the length)."})
     batch_size: int = field(default=64, metadata={"help": "Image-caption pairs per step (global)."})
     text_batch_size: int = field(default=32, metadata={"help": "Text chunks per step (global)."})
     learning_rate: float = 2e-3
@@ -123,7 +131,7 @@ class RunConfig:
 
         for name, value in [("learning_rate", t.learning_rate), ("weight_decay", t.weight_decay),
                             ("warmup_steps", t.warmup_steps), ("text_pretrain_steps", t.text_pretrain_steps),
-                            ("multimodal_steps", t.multimodal_steps), ("eval_steps", t.eval_steps),
+                            ("multimodal_steps", t.multimodal_steps or 0), ("eval_steps", t.eval_steps),
                             ("checkpointing_steps", t.checkpointing_steps), ("save_total_limit", t.save_total_limit),
                             ("skip_nonfinite", t.skip_nonfinite), ("num_threads", t.num_threads),
                             *dataclasses.asdict(self.loss).items()]:
@@ -137,8 +145,12 @@ class RunConfig:
         for name, value in [("batch_size", t.batch_size), ("text_batch_size", t.text_batch_size)]:
             need(value <= 0 or value % num_processes == 0,
                  f"--{name} {value} is not divisible by the {num_processes} processes; each must get an equal share")
-        need(t.multimodal_steps + t.text_pretrain_steps > 0, "--text_pretrain_steps and --multimodal_steps are both 0")
+        need((t.multimodal_steps is None or t.multimodal_steps > 0) or t.text_pretrain_steps > 0,
+             "--text_pretrain_steps and --multimodal_steps are both 0")
         need(d.word_budget is None or d.word_budget > 0, f"--word_budget {d.word_budget} must be positive")
+        need(0 <= d.text_fraction <= 1, f"--text_fraction {d.text_fraction} must be in [0, 1]")
+        need(d.word_budget is not None or (d.text_fraction == 0.5 and d.data_seed is None),
+             "--text_fraction and --data_seed shape a --word_budget draw; pass --word_budget too")
         need(d.on_bad_record in ("error", "skip"), f"--on_bad_record {d.on_bad_record!r}: use error or skip")
         need(t.lr_schedule in ("cosine", "constant"), f"--lr_schedule {t.lr_schedule!r}: use cosine or constant")
         need(t.mixed_precision in ("no", "bf16", "fp16"), f"--mixed_precision {t.mixed_precision!r}: use no, bf16 or fp16")
@@ -158,7 +170,7 @@ class RunConfig:
     def warnings(self) -> list[str]:
         """What the run does differently from what a flag might be read to say."""
         t, notes = self.train, []
-        for stage, steps in (("text", t.text_pretrain_steps), ("multimodal", t.multimodal_steps)):
+        for stage, steps in (("text", t.text_pretrain_steps), ("multimodal", t.multimodal_steps or 0)):
             if steps and stage_warmup(t.warmup_steps, steps) < t.warmup_steps:
                 notes.append(f"--warmup_steps {t.warmup_steps} is cut to {stage_warmup(t.warmup_steps, steps)} "
                              f"for the {steps}-step {stage} stage (at most a tenth of a stage + 1)")

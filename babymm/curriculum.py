@@ -1,9 +1,11 @@
 """Curriculum specs, pacing functions and the step-indexed batch sampler.
 
-A curriculum is data, not code: `curricula/NAME.yaml` names a difficulty scorer, an order
-and a pacing function. data_prep turns it into an ordered index file once; training only
-reads that file. Pacing follows Hacohen and Weinshall (2019): g(x) is the fraction of the
-difficulty-sorted data available at training progress x in [0, 1].
+A curriculum is data, not code: `curricula/NAME.yaml` names a difficulty scorer (with its
+`scorer_args`), an order and a pacing function. data_prep turns it into an ordered index file
+once; training only reads that file. Pacing follows Hacohen and Weinshall (2019): g(x) is the
+fraction of the difficulty-sorted data available at training progress x in [0, 1]. `stages`
+pacing is the curriculum study's: cumulative pools cut at score percentiles, each open for a
+share of training proportional to its size, i.e. the same number of epochs per stage.
 
 The sampler makes every batch a pure function of (seed, step): batch t is drawn without
 replacement from the first ceil(g(t/T) N) items of the order. So every rank sees the same
@@ -23,23 +25,40 @@ import yaml
 
 CURRICULA_DIR = Path(__file__).resolve().parents[1] / "curricula"
 ORDERS = ("ascending", "descending", "random")
-PACING_FUNCTIONS = ("none", "linear", "quadratic", "root", "exponential", "log", "step")
+PACING_FUNCTIONS = ("none", "linear", "quadratic", "root", "exponential", "log", "step", "stages")
+GROWING = ("linear", "quadratic", "root", "exponential", "log")  # these start at start_fraction
 
 PacingFn = Callable[[float], float]
+RUN_MODEL = "stage1"  # scorer_args.model value: the run's own stage-1 text checkpoint
 
 
 @dataclass
 class PacingSpec:
     function: str = "none"
-    start_fraction: float = 1.0
+    start_fraction: float | None = None  # growing functions: the share available at step 0 (required)
     full_at: float = 1.0  # training progress (0..1] at which all data is available
     buckets: int = 4  # step pacing only
+    percentiles: list[float] | None = None  # stages pacing: score percentiles that close each stage
+    epochs_per_stage: float | None = None  # stages pacing: sets stage 2's length (else --multimodal_steps)
 
     def __post_init__(self) -> None:
         if self.function not in PACING_FUNCTIONS:
             raise ValueError(f"pacing function {self.function!r} unknown; use one of {PACING_FUNCTIONS}")
-        if not 0 < self.start_fraction <= 1:
+        if self.function in GROWING and self.start_fraction is None:
+            # a default of 1.0 here once meant "all data from step 0": no curriculum, silently
+            raise ValueError(f"pacing {self.function!r} needs start_fraction (the share of the ordered data "
+                             "available at the first step, e.g. 0.2)")
+        if self.function not in GROWING and self.start_fraction is not None:
+            raise ValueError(f"pacing {self.function!r} does not use start_fraction; remove it")
+        if self.start_fraction is not None and not 0 < self.start_fraction <= 1:
             raise ValueError(f"start_fraction must be in (0, 1], got {self.start_fraction}")
+        if (self.function == "stages") != (self.percentiles is not None):
+            raise ValueError("stages pacing needs percentiles (e.g. [25, 50, 75]) and only it takes them")
+        if self.percentiles is not None and (
+                list(self.percentiles) != sorted(self.percentiles) or not all(0 < q < 100 for q in self.percentiles)):
+            raise ValueError(f"percentiles must rise strictly inside (0, 100), got {self.percentiles}")
+        if self.epochs_per_stage is not None and (self.function != "stages" or self.epochs_per_stage <= 0):
+            raise ValueError("epochs_per_stage must be positive and only stages pacing takes it")
         if not 0 < self.full_at <= 1:
             raise ValueError(f"full_at must be in (0, 1], got {self.full_at}")
         if self.buckets < 1:
@@ -50,6 +69,7 @@ class PacingSpec:
 class CurriculumSpec:
     name: str
     scorer: str | None = None
+    scorer_args: dict = field(default_factory=dict)  # e.g. {csv: norms/aoa.csv}; paths relative to the data dir
     order: str = "random"
     pacing: PacingSpec = field(default_factory=PacingSpec)
     description: str = ""
@@ -59,9 +79,19 @@ class CurriculumSpec:
             raise ValueError(f"curriculum {self.name!r}: order {self.order!r} unknown; use one of {ORDERS}")
         if self.order != "random" and not self.scorer:
             raise ValueError(f"curriculum {self.name!r}: order {self.order!r} needs a scorer")
+        if self.pacing.function == "stages" and self.order == "random":
+            raise ValueError(f"curriculum {self.name!r}: stages pacing cuts pools by score; give an order by a scorer")
+        if self.scorer_args and not self.scorer:
+            raise ValueError(f"curriculum {self.name!r}: scorer_args without a scorer")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def scores_run_model(self) -> bool:
+        """The scorer reads the run's own stage-1 text model (`scorer_args: {model: stage1}`), so
+        the order is built during the run, after stage 1, not by data prep beforehand."""
+        return self.scorer_args.get("model") == RUN_MODEL
 
 
 def available_curricula() -> list[str]:
@@ -86,9 +116,38 @@ def load_curriculum(name_or_path: str) -> CurriculumSpec:
         raise ValueError(f"{path}: {e}") from e
 
 
-def pacing_function(spec: PacingSpec) -> PacingFn:
-    """g(progress) -> fraction of the ordered data available, nondecreasing, g(x>=full_at)=1."""
+def stage_bounds(fractions: list[float]) -> list[float]:
+    """Progress at which each stage of `stages` pacing ends: stage k (its pool the first
+    fractions[k] of the order) lasts in proportion to its pool, so every stage gets the same
+    number of epochs."""
+    total = sum(fractions)
+    return [sum(fractions[: k + 1]) / total for k in range(len(fractions))]
+
+
+def stage_fractions(scores_in_order: np.ndarray, percentiles: list[float]) -> list[float]:
+    """The cumulative pools of `stages` pacing as fractions of the order: stage k holds the items
+    strictly easier than the percentiles[k] of the scores (the study: fewer than 3, 4, 6 nouns),
+    the last stage all of them. `scores_in_order` is oriented so that easier comes first
+    (negate the scores of a descending order)."""
+    s = np.asarray(scores_in_order, dtype=np.float64)
+    cuts = np.percentile(s, percentiles)
+    return [float((s < c).sum() / len(s)) for c in cuts] + [1.0]
+
+
+def pacing_function(spec: PacingSpec, fractions: list[float] | None = None) -> PacingFn:
+    """g(progress) -> fraction of the ordered data available, nondecreasing, g(x>=full_at)=1.
+    `stages` pacing needs its pools' `fractions` (the curriculum manifest's `stage_fractions`)."""
     s, full_at, fn = spec.start_fraction, spec.full_at, spec.function
+    if fn == "stages":
+        if not fractions:
+            raise ValueError("stages pacing needs the stage fractions of its built curriculum")
+        bounds = stage_bounds(fractions)
+
+        def staged(progress: float) -> float:
+            k = int(np.searchsorted(bounds, min(max(progress, 0.0), 1.0), side="right"))
+            return fractions[min(k, len(fractions) - 1)]
+
+        return staged
 
     def grow(x: float) -> float:
         if fn == "linear":
@@ -141,7 +200,12 @@ class StepBatchSampler:
             raise ValueError(f"global batch {batch_size * world_size} exceeds dataset size {len(self.order)}")
 
     def available(self, step: int) -> int:
+        """Items open at `step`: the pacing's share, at least a global batch, and all of them at
+        the last step, so a stage always ends on the hardest items (a pacing that opens the
+        last items only at progress 1.0 would otherwise never reach them)."""
         global_batch = self.batch_size * self.world_size
+        if step >= self.num_steps - 1:
+            return len(self.order)
         n = math.ceil(self.pacing(step / max(self.num_steps, 1)) * len(self.order))
         return min(len(self.order), max(global_batch, n))
 

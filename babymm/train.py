@@ -25,6 +25,7 @@ library trains, eval scores.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -49,9 +50,9 @@ from babymm.checkpoint import (
     truncate_log,
 )
 from babymm.config import RunConfig, parse_config, resume_differences
-from babymm.curriculum import PacingSpec, load_curriculum, pacing_function
+from babymm.curriculum import CurriculumSpec, PacingSpec, load_curriculum, pacing_function
 from babymm.data import CaptionData, TextBlocks
-from babymm.files import DataError, write_json_atomic
+from babymm.files import DataError, atomic_dir, read_json, write_json_atomic
 from babymm.models import BabyModel, build_model, model_class
 from babymm.tasks import TextPretraining, task_for
 from babymm.tokenizer import load_tokenizer, word_starts
@@ -65,9 +66,32 @@ from babymm.training import (
     with_text,
 )
 from babymm.vision import PIXEL_ENCODERS, VisionConfig
+from data_prep import budget as budget_stage
+from data_prep.build_curriculum import build_curriculum
 from data_prep.pipeline import Prepared, prepare
 from eval.multimodal import TaskSkipped
 from eval.probe import GapProbe
+
+DEFAULT_MULTIMODAL_STEPS = 1000
+
+
+def stage2_length(cfg: RunConfig, spec: CurriculumSpec) -> None:
+    """Stage 2's steps: --multimodal_steps (default 1000), unless the curriculum sets them by
+    epochs (`epochs_per_stage`), which is resolved once the data is known (`epoch_steps`). A run
+    given both is refused: one of them would be ignored."""
+    t, epochs = cfg.train, spec.pacing.epochs_per_stage
+    if epochs is None:
+        t.multimodal_steps = DEFAULT_MULTIMODAL_STEPS if t.multimodal_steps is None else t.multimodal_steps
+    elif t.multimodal_steps is not None:
+        raise ValueError(f"curriculum {spec.name!r} sets stage 2 to {epochs:g} epochs a stage (epochs_per_stage in "
+                         "its spec), so --multimodal_steps would be ignored; drop it, or copy the spec without "
+                         "epochs_per_stage and pass the copy's path to --curriculum")
+
+
+def epoch_steps(manifest: dict, epochs: float, batch_size: int) -> int:
+    """Steps for `epochs` passes over every stage's pool: stage k lasts in proportion to its pool,
+    so this gives each stage the same number of epochs (the curriculum study: 2)."""
+    return max(1, math.ceil(epochs * sum(manifest["stage_sizes"]) / batch_size))
 
 
 def default_output_dir(cfg: RunConfig) -> Path:
@@ -124,7 +148,11 @@ def resume_point(cfg: RunConfig, out: Path) -> tuple[bool, Path | None, dict | N
     saved_path = out / "run_config.json"
     if not saved_path.exists():
         raise ValueError(f"{out} holds no run_config.json: not a babymm run to resume; pass another --output_dir")
-    diffs = resume_differences(json.loads(saved_path.read_text()), json.loads(json.dumps(cfg.to_dict(), default=str)))
+    started = json.loads(saved_path.read_text())
+    now = json.loads(json.dumps(cfg.to_dict(), default=str))
+    if now["train"]["multimodal_steps"] is None:  # set by the curriculum's epochs: checked once the data is known
+        now["train"]["multimodal_steps"] = started["train"].get("multimodal_steps")
+    diffs = resume_differences(started, now)
     if diffs:
         raise ValueError(f"{saved_path}: the run was started with another configuration ({'; '.join(diffs)}); "
                          "resume with the same flags or start a new --output_dir")
@@ -155,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     t = cfg.train
     try:
         spec = load_curriculum(cfg.data.curriculum)
+        stage2_length(cfg, spec)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if cfg.data.word_budget is not None and cfg.data.data_seed is None:
+        cfg.data.data_seed = t.seed  # recorded as resolved in run_config.json
     if t.output_dir is None and t.resume_from_checkpoint not in (None, "auto"):
         t.output_dir = str(Path(t.resume_from_checkpoint).resolve().parent.parent)  # the run it belongs to
     out = Path(t.output_dir) if t.output_dir else default_output_dir(cfg)
@@ -194,15 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     task = task_for(model_class(cfg.model_type))(cfg.loss)
     try:
         with accelerator.main_process_first():
-            prepared = prepare(cfg.data.data_dir, cfg.data.curriculum, word_budget=cfg.data.word_budget,
-                               image_size=cfg.data.image_size, vocab_size=cfg.data.vocab_size,
-                               on_bad_record=cfg.data.on_bad_record)
+            d = cfg.data
+            prepared = prepare(d.data_dir, d.curriculum, word_budget=d.word_budget, text_fraction=d.text_fraction,
+                               data_seed=d.data_seed or 0, seed=t.seed, image_size=d.image_size,
+                               vocab_size=d.vocab_size, on_bad_record=d.on_bad_record,
+                               vision_model=getattr(cfg.model, "vision_model", None),
+                               vision_pooling=getattr(cfg.model, "vision_pooling", "cls"))
+        check_budget(cfg, prepared)
         tokenizer = load_tokenizer(prepared.tokenizer)
         captions = CaptionData(prepared.ingest, tokenizer, cfg.data.max_caption_tokens,
                                with_images=task.reads_images)
         text = TextBlocks(prepared.tokens / "text.npy", cfg.data.block_size, word_starts(tokenizer))
         check_data_fits(cfg, prepared, captions, text)
-        order = load_order(prepared)
+        order = load_order(prepared) if prepared.curriculum is not None else None
+        if order is not None and t.multimodal_steps is None:
+            t.multimodal_steps = epoch_steps(read_json(prepared.curriculum / "manifest.json"),
+                                             spec.pacing.epochs_per_stage, t.batch_size)
+        elif t.multimodal_steps is None:
+            raise ValueError(f"curriculum {spec.name!r} is built after stage 1 and cannot set stage 2 by epochs; "
+                             "remove epochs_per_stage from its spec")
+        started = read_json(out / "run_config.json")["train"]["multimodal_steps"] if resuming else None
+        if resuming and t.multimodal_steps != started:
+            raise ValueError(f"stage 2 now comes to {t.multimodal_steps} steps, the run was started with "
+                             f"{started}; start a new --output_dir")
         set_seed(t.seed)
         model = build(cfg, prepared, tokenizer, captions)
     except (DataError, ValueError) as e:
@@ -216,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         if not resuming:
             write_json_atomic(out / "run_config.json", cfg.to_dict())
-        for name, src in (("curriculum_manifest.json", prepared.curriculum),
-                          ("word_counts.json", prepared.data_dir / "prepared" / "words")):
-            shutil.copy(src / "manifest.json", out / name)
+        for name, src in (("curriculum_manifest.json", prepared.curriculum), ("word_counts.json", prepared.words)):
+            if src is not None:
+                shutil.copy(src / "manifest.json", out / name)
         print(f"[train] {cfg.model_type} ({cfg.preset}): {model.num_parameters() / 1e6:.2f}M parameters, "
               f"{model.num_parameters(trainable_only=True) / 1e6:.2f}M trainable; {len(captions):,} captions, "
               f"{len(text):,} text blocks, curriculum {spec.name!r}, {accelerator.num_processes} process(es) x "
@@ -236,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                                      t.seed + 1, accelerator, start))
 
     def multimodal_batches(start: int):
-        cap = step_loader(captions, order, pacing_function(spec.pacing), t.multimodal_steps, t.batch_size,
+        fractions = read_json(curriculum_dir / "manifest.json").get("stage_fractions")
+        cap = step_loader(captions, order, pacing_function(spec.pacing, fractions), t.multimodal_steps, t.batch_size,
                           t.seed + 2, accelerator, start)
         txt = step_loader(text, text_order, everything, t.multimodal_steps, t.text_batch_size, t.seed + 3,
                           accelerator, start)
@@ -266,10 +312,14 @@ def main(argv: list[str] | None = None) -> int:
                             t.save_total_limit)
 
     first = [s[0] for s in stages].index(saved["train_state"]["stage"]) if saved else 0
+    curriculum_dir = prepared.curriculum
     try:
         for i, (name, module, steps, batches, stage_task, stage_probe) in enumerate(stages):
             if i < first:
                 continue
+            if name == "multimodal" and order is None:  # scored by this run's stage-1 model
+                curriculum_dir = curriculum_from_stage1(cfg, prepared, model, tokenizer, accelerator, out)
+                order = load_order(prepared, curriculum_dir)
 
             def resume() -> None:
                 state.load_state_dict(load_checkpoint(accelerator, ckpt)["train_state"])
@@ -309,17 +359,53 @@ def check_data_fits(cfg: RunConfig, prepared: Prepared, captions: CaptionData, t
                          f"--text_batch_size {t.text_batch_size}; raise the budget or lower the batch size")
 
 
-def load_order(prepared: Prepared) -> np.ndarray:
+def check_budget(cfg: RunConfig, prepared: Prepared) -> None:
+    """The prepared data is the draw this run asked for: its budget report names the same budget,
+    split and seed (a run never trains on another budget's data under its own label)."""
+    d = cfg.data
+    if d.word_budget is None:
+        if prepared.subset is not None:
+            raise DataError(f"{prepared.ingest}: a budgeted subset, but the run names no --word_budget")
+        return
+    report = budget_stage.read_report(prepared.data_dir, prepared.subset)
+    asked = (d.word_budget, d.text_fraction, d.data_seed)
+    got = (report["word_budget"], report["text_fraction"], report["seed"] if report["sampled"] else d.data_seed)
+    if asked != got:
+        raise DataError(f"{prepared.ingest}: prepared for budget, text fraction, seed {got}, not {asked}; "
+                        "re-run data prep (python -m data_prep.budget --overwrite)")
+
+
+def curriculum_from_stage1(cfg: RunConfig, prepared: Prepared, model: BabyModel, tokenizer, accelerator: Accelerator,
+                           out: Path) -> Path:
+    """Score the captions with this run's stage-1 text model and order them: the model is exported
+    to OUT/stage1 (a causal LM directory) and the order written to OUT/curriculum (it belongs to
+    the run, not to the data). A resumed run finds both up to date."""
+    target = out / "curriculum"
+    if accelerator.is_main_process:
+        stage1 = out / "stage1"
+        if not (stage1 / "config.json").exists():
+            with atomic_dir(stage1) as staged:
+                model.decoder.save_pretrained(staged)
+                tokenizer.save_pretrained(staged)
+        build_curriculum(prepared.data_dir, cfg.data.curriculum, seed=cfg.train.seed, subset=prepared.subset,
+                         scorer_args={"model": str(stage1.resolve())}, out=target)
+        shutil.copy(target / "manifest.json", out / "curriculum_manifest.json")
+    accelerator.wait_for_everyone()
+    return target
+
+
+def load_order(prepared: Prepared, curriculum: Path | None = None) -> np.ndarray:
     """The curriculum's caption order, refused unless it was built from these very captions."""
-    manifest = json.loads((prepared.curriculum / "manifest.json").read_text())
+    curriculum = curriculum or prepared.curriculum
+    manifest = json.loads((curriculum / "manifest.json").read_text())
     ingested = json.loads((prepared.ingest / "manifest.json").read_text())
-    order = np.load(prepared.curriculum / "order.npy")
+    order = np.load(curriculum / "order.npy")
     if manifest.get("data_fingerprint") != ingested["fingerprint"]:
-        raise DataError(f"{prepared.curriculum}: built for other data (fingerprint {manifest.get('data_fingerprint')}, "
+        raise DataError(f"{curriculum}: built for other data (fingerprint {manifest.get('data_fingerprint')}, "
                         f"the ingested data's is {ingested['fingerprint']}); rebuild it: python -m "
                         f"data_prep.build_curriculum --data_dir {prepared.data_dir} --overwrite")
     if len(order) != ingested["captions"] or not np.array_equal(np.sort(order), np.arange(len(order))):
-        raise DataError(f"{prepared.curriculum / 'order.npy'}: not a permutation of the {ingested['captions']:,} "
+        raise DataError(f"{curriculum / 'order.npy'}: not a permutation of the {ingested['captions']:,} "
                         "captions; rebuild it with --overwrite")
     return order
 

@@ -18,6 +18,7 @@ from data_prep.stage import (
     fingerprint,
     is_up_to_date,
     log,
+    prepared_dir,
     read_manifest,
     run_cli,
     stage_parser,
@@ -28,8 +29,8 @@ STAGE = "words"
 BABYLM_BUDGET = 100_000_000
 
 
-def out_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "prepared" / STAGE
+def out_dir(data_dir: Path, subset: str | None = None) -> Path:
+    return prepared_dir(data_dir, subset) / STAGE
 
 
 def _count(ds: datasets.Dataset, column: str) -> Counter:
@@ -40,19 +41,20 @@ def _count(ds: datasets.Dataset, column: str) -> Counter:
     return counts
 
 
-def count_words(data_dir: Path, word_budget: int = BABYLM_BUDGET, overwrite: bool = False) -> dict:
+def count_words(data_dir: Path, word_budget: int = BABYLM_BUDGET, overwrite: bool = False,
+                subset: str | None = None) -> dict:
     data_dir = Path(data_dir)
-    upstream = ingest_stage.require_ingested(data_dir)
+    upstream = ingest_stage.require_ingested(data_dir, subset=subset)
     fp = fingerprint(STAGE, upstream["fingerprint"], word_budget)
-    out = out_dir(data_dir)
+    out = out_dir(data_dir, subset)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
         return read_manifest(out)
-    text_ds = ingest_stage.load_text(data_dir)
+    text_ds = ingest_stage.load_text(data_dir, subset)
     text = _count(text_ds, "text") if text_ds is not None else Counter()
     captions: Counter = Counter()
     if upstream["captions"]:
-        captions = _count(datasets.load_from_disk(str(ingest_stage.out_dir(data_dir) / "captions")), "caption")
+        captions = _count(datasets.load_from_disk(str(ingest_stage.out_dir(data_dir, subset) / "captions")), "caption")
     total = sum(text.values()) + sum(captions.values())
     if total > word_budget:
         raise DataError(f"{data_dir}: {total:,} words exceed the budget of {word_budget:,} "
@@ -72,7 +74,7 @@ def count_words(data_dir: Path, word_budget: int = BABYLM_BUDGET, overwrite: boo
 def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__)
     p.add_argument("--word_budget", type=int, default=BABYLM_BUDGET)
-    return run_cli(p, argv, lambda a: count_words(a.data_dir, a.word_budget, a.overwrite))
+    return run_cli(p, argv, lambda a: count_words(a.data_dir, a.word_budget, a.overwrite, a.subset))
 
 
 if __name__ == "__main__":

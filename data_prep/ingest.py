@@ -19,7 +19,9 @@ is always an error.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -49,6 +51,7 @@ from data_prep.stage import (
     fingerprint,
     is_up_to_date,
     log,
+    prepared_dir,
     read_manifest,
     run_cli,
     stage_parser,
@@ -56,13 +59,14 @@ from data_prep.stage import (
 )
 
 STAGE = "ingest"
+VERSION = 2  # 2: captions carry image_id, text lines num_words
 ON_BAD_RECORD = ("error", "skip")
 # in training text the fast tokenizer would turn these into the special ids
 SPECIAL_STRINGS = (*(token for token, _ in SPECIALS.values()), IMAGE_TOKEN)
 
 
-def out_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "prepared" / STAGE
+def out_dir(data_dir: Path, subset: str | None = None) -> Path:
+    return prepared_dir(data_dir, subset) / STAGE
 
 
 def _source_files(data_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
@@ -81,13 +85,51 @@ def _source_files(data_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
     return text, jsonl, feats
 
 
+_PART = re.compile(r"^(?P<stem>.+)_(?P<part>\d+)of(?P<parts>\d+)\.npy$")
+
+
 def _feature_files(captions_json: Path) -> list[Path]:
+    """The feature files of `X_captions.json`: `X_<name>.npy`, or its parts `X_<name>_1of12.npy` ...
+    `X_<name>_12of12.npy` in part order (by number: `_10of12` comes after `_2of12`). Every part
+    must be there, and one feature family only (two would be concatenated into misaligned rows)."""
     prefix = captions_json.name[: -len("_captions.json")]
     files = sorted(captions_json.parent.glob(f"{prefix}_*.npy"))
     if not files:
         raise DataError(f"{captions_json}: no feature files {prefix}_*.npy beside it; "
                         "precomputed captions need their aligned [N, D] float32 features")
-    return files
+    families: dict[str, list[tuple[int, int, Path]]] = {}
+    for f in files:
+        m = _PART.match(f.name)
+        stem, part, parts = (m["stem"], int(m["part"]), int(m["parts"])) if m else (f.name[:-4], 1, 1)
+        families.setdefault(stem, []).append((part, parts, f))
+    if len(families) > 1:
+        raise DataError(f"{captions_json}: more than one set of feature files beside it "
+                        f"({', '.join(sorted(families))}); keep the one the captions align with")
+    (stem, found), = families.items()
+    found.sort()
+    totals = {parts for _, parts, _ in found}
+    if len(totals) != 1 or [p for p, _, _ in found] != list(range(1, totals.pop() + 1)):
+        raise DataError(f"{captions_json}: feature parts of {stem} are {', '.join(f.name for _, _, f in found)}; "
+                        "expected _1ofN ... _NofN, each once: restore the missing part")
+    return [f for _, _, f in found]
+
+
+def _jsonl_images(files: list[Path], data_dir: Path) -> list[Path]:
+    """The image files the jsonl records name (those that exist), for the ingest fingerprint:
+    an image replaced in place must make the next ingest redo its work. Bad lines are left for
+    the ingest itself to report."""
+    images: set[Path] = set()
+    for path in files:
+        for _, raw in iter_lines(path):
+            try:
+                record = json.loads(raw)
+                image = Path(record["image"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            image = image if image.is_absolute() else path.parent / image
+            if image.is_file():
+                images.add(image)
+    return sorted(images)
 
 
 def _bad(skipped: dict[str, dict[str, int]], on_bad: str, path: Path, reason: str, message: str) -> None:
@@ -130,7 +172,7 @@ def _read_text(files: list[Path], blank: dict[str, int], skipped: dict[str, dict
                 elif token := special_string(text):
                     _bad(skipped, on_bad, path, "special-token string", f"{where}: {_special_problem(token)}")
                 else:
-                    yield {"text": text, "source": path.stem}
+                    yield {"text": text, "source": path.stem, "num_words": count_words(text)}
 
 
 def _caption(raw: Any) -> tuple[str | None, str, str]:
@@ -179,7 +221,13 @@ def _read_jsonl_captions(files: list[Path], image_size: int, data_dir: Path,
                 bad(e.reason, str(e))
                 continue
             yield {"caption": caption, "source": path.stem, "num_words": count_words(caption),
-                   "pixel_values": pixels}
+                   "image_id": _image_id(image, data_dir), "pixel_values": pixels}
+
+
+def _image_id(image: Path, data_dir: Path) -> str:
+    """The image a caption shows, as a path relative to the data directory:
+    captions with the same id share an image (a budget keeps them together; `nouns` takes their max)."""
+    return Path(os.path.relpath(os.path.abspath(image), os.path.abspath(data_dir))).as_posix()
 
 
 def _load_features(path: Path) -> np.ndarray:
@@ -223,7 +271,7 @@ def _read_feature_captions(files: list[Path], feature_files: list[str], skipped:
                     _bad(skipped, on_bad, path, reason, f"{path}: record {first + r}: {problem}")
                     continue
                 yield {"caption": caption, "source": path.stem, "num_words": count_words(caption),
-                       "feature_file": len(feature_files) - 1, "feature_row": r}
+                       "image_id": f"{f.name}#{r}", "feature_file": len(feature_files) - 1, "feature_row": r}
             first += arr.shape[0]
 
 
@@ -243,21 +291,24 @@ def _from_generator(gen, **kwargs) -> datasets.Dataset | None:
         raise
 
 
-def require_ingested(data_dir: Path, captions: bool = False) -> dict[str, Any]:
-    """The ingest manifest, or a DataError saying to run the ingest stage first."""
-    manifest = read_manifest(out_dir(data_dir))
+def require_ingested(data_dir: Path, captions: bool = False, subset: str | None = None) -> dict[str, Any]:
+    """The ingest manifest (of a budgeted subset: the subset's, in the same form), or a DataError
+    saying which stage to run first."""
+    manifest = read_manifest(out_dir(data_dir, subset))
     if manifest is None:
-        raise DataError(f"{out_dir(data_dir)}: not found; run the ingest stage first "
-                        f"(python -m data_prep.ingest --data_dir {data_dir})")
+        how = (f"python -m data_prep.ingest --data_dir {data_dir}" if subset is None
+               else f"python -m data_prep.budget --data_dir {data_dir} with the budget that names {subset}")
+        raise DataError(f"{out_dir(data_dir, subset)}: not found; run the {'ingest' if subset is None else 'budget'} "
+                        f"stage first ({how})")
     if captions and not manifest["captions"]:
         raise DataError(f"{data_dir}: no image-caption data was ingested; this stage needs captions "
                         "(captions/*.jsonl or captions/*_captions.json)")
     return manifest
 
 
-def load_text(data_dir: Path) -> datasets.Dataset | None:
+def load_text(data_dir: Path, subset: str | None = None) -> datasets.Dataset | None:
     """The ingested text-only portion, or None when the data has none."""
-    path = out_dir(data_dir) / "text"
+    path = out_dir(data_dir, subset) / "text"
     return datasets.load_from_disk(str(path)) if path.exists() else None
 
 
@@ -268,8 +319,10 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad
     if on_bad_record not in ON_BAD_RECORD:
         raise DataError(f"on_bad_record {on_bad_record!r} unknown; use one of {', '.join(ON_BAD_RECORD)}")
     text_files, jsonl_files, feat_files = _source_files(data_dir)
-    all_inputs = text_files + jsonl_files + feat_files
-    fp = fingerprint(STAGE, file_fingerprint(all_inputs), image_size, on_bad_record)
+    # what ingest reads: the text and caption files, the feature files, and the images
+    all_inputs = (text_files + jsonl_files + feat_files + [f for p in feat_files for f in _feature_files(p)]
+                  + _jsonl_images(jsonl_files, data_dir))
+    fp = fingerprint(STAGE, VERSION, file_fingerprint(all_inputs), image_size, on_bad_record)
     out = out_dir(data_dir)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
@@ -289,7 +342,8 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad
             text_ds = _from_generator(
                 _read_text, gen_kwargs={"files": text_files, "blank": blank, "skipped": skipped, "on_bad": on_bad_record},
                 cache_dir=str(cache),
-                features=datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")}),
+                features=datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string"),
+                                            "num_words": datasets.Value("int32")}),
             )
             n_text = text_ds.num_rows if text_ds is not None else 0
             if n_text:
@@ -298,7 +352,7 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad
         if jsonl_files:
             features = datasets.Features({
                 "caption": datasets.Value("string"), "source": datasets.Value("string"),
-                "num_words": datasets.Value("int32"),
+                "num_words": datasets.Value("int32"), "image_id": datasets.Value("string"),
                 "pixel_values": datasets.Array3D((3, image_size, image_size), "uint8"),
             })
             cap_ds = _from_generator(

@@ -1,55 +1,130 @@
-"""Stage 4: score caption difficulty with a registered scorer -> `prepared/scores/<scorer>/`."""
+"""Stage 4: score caption difficulty with a registered scorer -> `prepared/scores/<scorer>[-args]/`.
+
+`scores.npy` holds one float per ingested caption (higher = harder), in caption order; the
+manifest holds the scorer, its arguments and the quartiles. `scores_table` puts several
+scorers side by side as columns of one pandas table (`--export scores.csv`).
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
+import pandas as pd
 
-from babymm.files import DataError, atomic_dir
+from babymm.files import DataError, atomic_dir, write_text_atomic
 from data_prep import ingest as ingest_stage
-from data_prep.scorers import SCORERS, ScoringContext
-from data_prep.stage import fingerprint, is_up_to_date, log, run_cli, stage_parser, write_manifest
+from data_prep.scorers import PATH_ARGS, SCORERS, ScoringContext
+from data_prep.stage import (
+    file_fingerprint,
+    fingerprint,
+    is_up_to_date,
+    log,
+    prepared_dir,
+    run_cli,
+    stage_parser,
+    write_manifest,
+)
 
 STAGE = "scores"
 
 
-def out_dir(data_dir: Path, scorer: str) -> Path:
-    return Path(data_dir) / "prepared" / STAGE / scorer
+def column_name(scorer: str, args: dict[str, Any] | None = None) -> str:
+    """`length`, or `aoa-1a2b3c4d` when the scorer takes arguments: one name per distinct scoring."""
+    return scorer if not args else f"{scorer}-{fingerprint(args)[:8]}"
 
 
-def score_captions(data_dir: Path, scorer: str, overwrite: bool = False) -> Path:
+def out_dir(data_dir: Path, scorer: str, args: dict[str, Any] | None = None, subset: str | None = None) -> Path:
+    return prepared_dir(data_dir, subset) / STAGE / column_name(scorer, args)
+
+
+def _inputs_fingerprint(ctx: ScoringContext, scorer: str) -> str:
+    """Files the arguments name (a norms CSV, a checkpoint): replaced in place, they rescore."""
+    files: list[Path] = []
+    for key in PATH_ARGS.get(scorer, ()):
+        if ctx.args.get(key):
+            p = ctx.path(key)
+            if not p.exists():
+                raise DataError(f"scorer {scorer!r}: scorer_args.{key} {p} does not exist; fix the path in the spec")
+            files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    return file_fingerprint(files)
+
+
+def score_captions(data_dir: Path, scorer: str, overwrite: bool = False, args: dict[str, Any] | None = None,
+                   subset: str | None = None) -> Path:
     data_dir = Path(data_dir)
+    args = dict(args or {})
     if scorer not in SCORERS:
         raise DataError(f"unknown scorer {scorer!r}; registered: {', '.join(sorted(SCORERS))}")
-    upstream = ingest_stage.require_ingested(data_dir, captions=True)
-    fp = fingerprint(STAGE, upstream["fingerprint"], scorer)
-    out = out_dir(data_dir, scorer)
+    upstream = ingest_stage.require_ingested(data_dir, captions=True, subset=subset)
+    captions = datasets.load_from_disk(str(ingest_stage.out_dir(data_dir, subset) / "captions"))
+    ctx = ScoringContext(captions=captions.select_columns(
+                             [c for c in ("caption", "image_id", "source", "num_words") if c in captions.column_names]),
+                         text=None, data_dir=data_dir, args=args)
+    fp = fingerprint(STAGE, upstream["fingerprint"], scorer, args, _inputs_fingerprint(ctx, scorer))
+    out = out_dir(data_dir, scorer, args, subset)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
         return out
-    prepared = ingest_stage.out_dir(data_dir)
-    captions = datasets.load_from_disk(str(prepared / "captions"))["caption"]
-    ctx = ScoringContext(text=ingest_stage.load_text(data_dir))
-    scores = np.asarray(SCORERS[scorer](list(captions), ctx), dtype=np.float32)
-    if scores.shape != (len(captions),) or not np.isfinite(scores).all():
+    ctx.text = ingest_stage.load_text(data_dir, subset)
+    scores = np.asarray(SCORERS[scorer](ctx), dtype=np.float32)
+    if scores.shape != (captions.num_rows,) or not np.isfinite(scores).all():
         raise DataError(f"scorer {scorer!r} returned shape {scores.shape} or non-finite values "
-                        f"for {len(captions)} captions")
+                        f"for {captions.num_rows} captions")
     q = np.quantile(scores, [0.0, 0.25, 0.5, 0.75, 1.0]).round(4).tolist()
     with atomic_dir(out) as tmp:
         np.save(tmp / "scores.npy", scores)
-        write_manifest(tmp, STAGE, fp, scorer=scorer, captions=len(scores),
-                       mean=float(scores.mean()), quantiles_0_25_50_75_100=q)
+        write_manifest(tmp, STAGE, fp, scorer=scorer, scorer_args=args, column=column_name(scorer, args),
+                       captions=len(scores), mean=float(scores.mean()), quantiles_0_25_50_75_100=q)
     log(STAGE, f"{scorer}: {len(scores)} captions, quartiles {q} -> {out}")
     return out
 
 
+def scores_table(data_dir: Path, scorers: list[tuple[str, dict[str, Any] | None]],
+                 subset: str | None = None) -> pd.DataFrame:
+    """One row per caption (caption, image_id) and one column per scorer, scoring what is missing."""
+    data_dir = Path(data_dir)
+    ingest_stage.require_ingested(data_dir, captions=True, subset=subset)
+    captions = datasets.load_from_disk(str(ingest_stage.out_dir(data_dir, subset) / "captions"))
+    table = captions.select_columns([c for c in ("caption", "image_id") if c in captions.column_names]).to_pandas()
+    for name, args in scorers:
+        table[column_name(name, args)] = np.load(score_captions(data_dir, name, args=args, subset=subset) / "scores.npy")
+    return table
+
+
+def _parse_args(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"--scorer_args {text!r} is not JSON ({e.msg}); pass e.g. '{{\"csv\": \"aoa.csv\"}}'") from None
+    if not isinstance(args, dict):
+        raise DataError(f"--scorer_args must be a JSON object, got {text!r}")
+    return args
+
+
+def _run(a) -> None:
+    args = _parse_args(a.scorer_args)
+    if a.export:
+        table = scores_table(a.data_dir, [(s, args) for s in a.scorer], a.subset)
+        write_text_atomic(a.export, table.to_csv(index=False))
+        log(STAGE, f"{len(table)} captions x {len(a.scorer)} scorers -> {a.export}")
+    else:
+        for s in a.scorer:
+            score_captions(a.data_dir, s, a.overwrite, args, a.subset)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__)
-    p.add_argument("--scorer", default="length", choices=sorted(SCORERS))
-    return run_cli(p, argv, lambda a: score_captions(a.data_dir, a.scorer, a.overwrite))
+    p.add_argument("--scorer", nargs="+", default=["length"], choices=sorted(SCORERS))
+    p.add_argument("--scorer_args", default=None, help="the scorer's arguments as a JSON object")
+    p.add_argument("--export", type=Path, default=None, help="write the scores of every --scorer as columns of a CSV")
+    return run_cli(p, argv, _run)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,14 @@ from babymm.files import DataError, remove_stale_siblings, write_json_atomic
 MANIFEST = "manifest.json"
 
 
+def prepared_dir(data_dir: Path, subset: str | None = None) -> Path:
+    """Where the stages of one view of the data write: `DATA/prepared` for the data as it is,
+    `DATA/prepared/subsets/NAME` for a budgeted subsample (see data_prep.budget), so runs at
+    several budgets and seeds coexist and none reads another's tokenizer or curriculum."""
+    root = Path(data_dir) / "prepared"
+    return root if subset is None else root / "subsets" / subset
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable short hash of JSON-serialisable parts (parameters, upstream fingerprints)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -68,6 +76,9 @@ def stage_parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.split("\n")[0])
     p.add_argument("--data_dir", type=Path, required=True, help="BabyLM-format data directory")
     p.add_argument("--overwrite", action="store_true", help="redo the stage even if it is up to date")
+    p.add_argument("--subset", default=None,
+                   help="a budgeted subsample made by data_prep.budget (its name, e.g. budget-10000000w-text0.5-seed0); "
+                        "default: the data as it is")
     return p
 
 

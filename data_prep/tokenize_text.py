@@ -22,6 +22,7 @@ from data_prep.stage import (
     fingerprint,
     is_up_to_date,
     log,
+    prepared_dir,
     read_manifest,
     run_cli,
     stage_parser,
@@ -31,24 +32,24 @@ from data_prep.stage import (
 STAGE = "tokens"
 
 
-def out_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "prepared" / STAGE
+def out_dir(data_dir: Path, subset: str | None = None) -> Path:
+    return prepared_dir(data_dir, subset) / STAGE
 
 
-def tokenize_text(data_dir: Path, overwrite: bool = False) -> Path:
+def tokenize_text(data_dir: Path, overwrite: bool = False, subset: str | None = None) -> Path:
     data_dir = Path(data_dir)
-    tok_dir = tokenizer_stage.out_dir(data_dir)
+    tok_dir = tokenizer_stage.out_dir(data_dir, subset)
     tok_manifest = read_manifest(tok_dir)
-    ingested = ingest_stage.require_ingested(data_dir)
+    ingested = ingest_stage.require_ingested(data_dir, subset=subset)
     if tok_manifest is None:
         raise DataError(f"{tok_dir}: no tokenizer; run python -m data_prep.train_tokenizer --data_dir {data_dir}")
     fp = fingerprint(STAGE, ingested["fingerprint"], tok_manifest["fingerprint"])
-    out = out_dir(data_dir)
+    out = out_dir(data_dir, subset)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
         return out
     tok = load_tokenizer(tok_dir)
-    text = ingest_stage.load_text(data_dir)
+    text = ingest_stage.load_text(data_dir, subset)
     if text is None:
         raise DataError(f"{data_dir / 'text'}: no text lines to tokenize")
     chunks: list[np.ndarray] = []
@@ -71,7 +72,7 @@ def tokenize_text(data_dir: Path, overwrite: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__)
-    return run_cli(p, argv, lambda a: tokenize_text(a.data_dir, a.overwrite))
+    return run_cli(p, argv, lambda a: tokenize_text(a.data_dir, a.overwrite, a.subset))
 
 
 if __name__ == "__main__":

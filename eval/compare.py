@@ -43,7 +43,7 @@ SETTINGS = {
 NOT_A_CONDITION = {"seed", "output_dir", "overwrite_output_dir", "run_eval", "report_to", "logging_steps",
                    "eval_steps", "eval_gap_pairs", "eval_batch_size", "use_cpu", "data_dir", "num_threads",
                    "checkpointing_steps", "save_total_limit", "resume_from_checkpoint", "word_milestones",
-                   "skip_nonfinite"}
+                   "skip_nonfinite", "data_seed"}  # data_seed: which draw of a budget, a seed like --seed
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, float]]:

@@ -26,12 +26,12 @@ image-reading types only; `eval_steps`, the gap probe, not to `text`); a key no 
 grid has is refused. Keys the grid or `launch` sets (seed, curriculum, loss weights,
 data_dir, word_budget, output_dir, num_threads, mixed_precision, ...) are refused there.
 
-Word budgets need the built-in world: budget N trains on its own world, `<data_dir>-Nw`
-(e.g. data/world-250000w), generated on first use with the parameters of the world in
-data_dir (seed, image size, eval scale), and train.py gets `--data_dir` and `--word_budget`
-(it refuses a world generated at another size). Real data (no world.json in data_dir, and
-data_dir not the default data/world) is used as it is: a non-null budget is refused, since
-subsampling real data is not supported yet.
+Word budgets: on the built-in world, budget N trains on its own world, `<data_dir>-Nw` (e.g.
+data/world-250000w), generated on first use with the parameters of the world in data_dir
+(seed, image size, eval scale), so a budget's text comes from the same generator at that size.
+On real data (no world.json in data_dir, and data_dir not the default data/world), train.py
+gets the data_dir itself and `--word_budget N`: an exact draw of N words (data_prep.budget),
+seeded by the run's seed unless train_flags sets `data_seed`.
 
 Each run is named from its settings, `<type>-<curriculum>-<pre|nopre>-<loss>[-b<budget>]-s<seed>`
 (e.g. git-length-pre-cua-b250000-s0), in OUT/<name>. A run whose directory holds results.json
@@ -143,7 +143,9 @@ class Sweep:
     flags_of: dict[str, set[str]] = field(default_factory=dict)  # model type -> its train.py flags
 
     def run_data_dir(self, run: Run) -> Path:
-        return self.data_dir if run.word_budget is None else budget_world(self.data_dir, run.word_budget)
+        if run.word_budget is None or not is_builtin_world(self.data_dir):
+            return self.data_dir
+        return budget_world(self.data_dir, run.word_budget)
 
     def argv(self, run: Run, run_dir: Path, resume: bool = False) -> list[str]:
         """train.py's flags for `run`, writing into `run_dir` (going on from its newest checkpoint
@@ -282,11 +284,6 @@ def load_config(path: Path, seeds: list[int] | None = None, overrides: list[str]
     if not builtin and not data_dir.is_dir():
         raise ConfigError(f"{src}: data_dir: {data_dir} does not exist (only the default {DEFAULT_DATA_DIR} "
                           "is generated when missing)")
-    budgets = [b for b in axes["word_budget"] if b is not None]
-    if budgets and not builtin:
-        raise ConfigError(f"{src}: word_budget: {budgets} given, but data_dir {data_dir} is not the built-in "
-                          "world (no world.json) and subsampling real data to a budget is not supported yet; "
-                          "use [null]")
 
     launch = raw.get("launch") or {}
     if not isinstance(launch, dict):
@@ -693,7 +690,7 @@ def train_all(sweep: Sweep, runs: list[Run], states: dict[str, tuple[str, str]],
             continue
         t0 = time.perf_counter()
         try:
-            if r.word_budget is not None:
+            if r.word_budget is not None and is_builtin_world(sweep.data_dir):
                 ensure_world(sweep, r.word_budget)  # before the status line: it logs as it goes
             print(f"{tag} training ... ", end="", flush=True)
             resume = why == RESUME

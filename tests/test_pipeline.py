@@ -133,19 +133,16 @@ def test_a_world_of_an_older_version_is_regenerated_with_its_parameters(tmp_path
 
 
 def test_word_budget_is_honoured_or_refused(tmp_path, monkeypatch):
-    """A budget never relabels data of another size: it names the world to generate, or is refused."""
+    """A budget never relabels data of another size: it is drawn from data that holds more, names
+    the world to generate in a new directory, or is refused."""
     from babymm.files import DataError
     from data_prep import pipeline, world
 
     d = tmp_path / "world"
     world.generate_world(d, word_budget=3000, seed=1, eval_scale=0.02)
-    with pytest.raises(DataError, match=r"generated at 3,000 words, not --word_budget 4,000"):
+    with pytest.raises(DataError, match=r"holds 2,\d{3} words .* less than --word_budget 4,000"):
         pipeline.prepare(d, word_budget=4000)
-    real = tmp_path / "real"
-    (real / "text").mkdir(parents=True)
-    (real / "text" / "a.train").write_text("some words here\n")
-    with pytest.raises(DataError, match="subsampling real data to a budget is not supported"):
-        pipeline.prepare(real, word_budget=10)
+    assert not (d / "prepared" / "subsets").exists()
 
     class Stop(Exception):
         pass

@@ -122,14 +122,13 @@ def test_config_errors_are_one_line_naming_the_key(change, key, tiny_world, tmp_
     assert captured.out == ""
 
 
-def test_budgets_on_real_data_refused(real_data, tmp_path, capsys):
-    cfg = write_config(tmp_path / "bad.yaml", real_data, word_budget=[None, 1000, 2000])
-    assert sweep.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--dry_run"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "word_budget" in err and "not supported yet" in err
-    # the data as it is is fine
-    cfg = write_config(tmp_path / "ok.yaml", real_data, word_budget=[None])
+def test_budgets_on_real_data_are_drawn_from_it(real_data, tmp_path, capsys):
+    """On real data a budget is a draw from the data_dir itself, passed on to train.py."""
+    cfg = write_config(tmp_path / "ok.yaml", real_data, word_budget=[None, 1000])
     assert sweep.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "--word_budget 1000" in out and f"--data_dir {real_data} --word_budget" in out
+    assert f"{real_data.name}-1000w" not in out
 
 
 def test_override_error_and_value(tiny_world, tmp_path, capsys):
