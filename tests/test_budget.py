@@ -210,3 +210,25 @@ def test_ingest_redone_when_a_feature_file_or_an_image_changes(tmp_path, corpus)
     os.utime(d / "captions" / "x_states.npy", ns=(2, 2))
     fp2 = json.loads((ingest.ingest(d) / "manifest.json").read_text())["fingerprint"]
     assert fp1 != fp2
+
+
+def test_a_budgeted_run_trains_on_its_draw(tiny_world, tmp_path):
+    """train.py --word_budget: the run's word report is the draw's, the data seed defaults to the
+    run's seed, and the curriculum's ties are broken by that seed too."""
+    import shutil
+
+    from babymm import train
+
+    data = tmp_path / "world"
+    shutil.copytree(tiny_world, data, ignore=shutil.ignore_patterns("prepared"))
+    out = tmp_path / "run"
+    rc = train.main(["--data_dir", str(data), "--word_budget", "12000", "--seed", "3", "--output_dir", str(out),
+                     "--preset", "tiny", "--text_pretrain_steps", "2", "--multimodal_steps", "2", "--batch_size", "8",
+                     "--text_batch_size", "4", "--eval_steps", "0", "--run_eval", "false",
+                     "--word_milestones", "none", "--checkpointing_steps", "0"])
+    assert rc == 0
+    words = json.loads((out / "word_counts.json").read_text())
+    assert words["budget"] == 12000 and 12000 - 20 <= words["total_words"] <= 12000
+    assert json.loads((out / "run_config.json").read_text())["data"]["data_seed"] == 3
+    curriculum = json.loads((out / "curriculum_manifest.json").read_text())
+    assert curriculum["seed"] == 3 and curriculum["subset"] == "budget-12000w-text0.5-seed3"

@@ -93,3 +93,74 @@ def test_curriculum_specs_resolve_by_name():
     assert load_curriculum("random").pacing.function == "none"
     with pytest.raises(FileNotFoundError, match="unknown curriculum 'nope'.*available"):
         load_curriculum("nope")
+
+
+def test_omitted_start_fraction_is_refused_not_no_curriculum(tmp_path):
+    spec = tmp_path / "c.yaml"
+    spec.write_text("scorer: length\norder: ascending\npacing:\n  function: root\n  full_at: 0.6\n")
+    with pytest.raises(ValueError, match="needs start_fraction"):
+        load_curriculum(str(spec))
+    with pytest.raises(ValueError, match="does not use start_fraction"):
+        PacingSpec(function="step", start_fraction=0.5)
+
+
+def test_last_step_reaches_the_hardest_items():
+    """full_at 1.0 opens the last items only at progress 1.0, which step T-1 never reaches."""
+    order = np.arange(1000)
+    g = pacing_function(PacingSpec("root", start_fraction=0.2, full_at=1.0))
+    s = StepBatchSampler(order, g, num_steps=10, batch_size=8, seed=0)
+    assert s.available(8) == math.ceil((0.2 + 0.8 * math.sqrt(0.8)) * 1000) < 1000
+    assert s.available(9) == 1000
+
+
+def test_stage_fractions_and_bounds_by_hand():
+    from babymm.curriculum import stage_bounds, stage_fractions
+
+    # noun counts of 8 captions, easiest first; percentiles 25/50/75 of them are 1, 2, 3.25
+    scores = np.array([0, 1, 1, 2, 2, 3, 4, 5], dtype=float)
+    fractions = stage_fractions(scores, [25, 50, 75])
+    assert fractions == [1 / 8, 3 / 8, 6 / 8, 1.0]  # < 1, < 2, < 3.25, all
+    bounds = stage_bounds(fractions)  # each stage lasts in proportion to its pool: 1, 3, 6, 8 of 18
+    assert bounds == pytest.approx([1 / 18, 4 / 18, 10 / 18, 1.0])
+    g = pacing_function(PacingSpec("stages", percentiles=[25, 50, 75]), fractions)
+    assert [g(x) for x in (0.0, 0.05, 0.06, 0.3, 0.56, 0.99)] == [1 / 8, 1 / 8, 3 / 8, 6 / 8, 1.0, 1.0]
+    with pytest.raises(ValueError, match="needs the stage fractions"):
+        pacing_function(PacingSpec("stages", percentiles=[25, 50, 75]))
+
+
+def test_epochs_per_stage_sets_stage_two(tmp_path):
+    from babymm import train
+    from babymm.config import parse_config
+
+    # pools of 100, 300, 600 and 800 captions at batch 50, 2 epochs each: 2 * 1800 / 50 = 72 steps
+    assert train.epoch_steps({"stage_sizes": [100, 300, 600, 800]}, 2, 50) == 72
+    spec = load_curriculum("nouns_stages")
+    assert spec.pacing.function == "stages" and spec.pacing.epochs_per_stage == 2
+    assert spec.pacing.percentiles == [25, 50, 75]
+    cfg = parse_config(["--curriculum", "nouns_stages"])
+    train.stage2_length(cfg, spec)
+    assert cfg.train.multimodal_steps is None  # resolved once the data is known
+    cfg = parse_config(["--curriculum", "nouns_stages", "--multimodal_steps", "10"])
+    with pytest.raises(ValueError, match="--multimodal_steps would be ignored"):
+        train.stage2_length(cfg, spec)
+    cfg = parse_config([])
+    train.stage2_length(cfg, load_curriculum("length"))
+    assert cfg.train.multimodal_steps == 1000
+
+
+def test_built_curriculum_is_seeded_by_the_run_and_plotted(tiny_world, tmp_path):
+    import json
+    import shutil
+
+    from data_prep import build_curriculum, ingest
+
+    root = tmp_path / "world"
+    shutil.copytree(tiny_world, root, ignore=shutil.ignore_patterns("prepared"))
+    ingest.ingest(root)
+    a = build_curriculum.build_curriculum(root, "random", seed=0)
+    b = build_curriculum.build_curriculum(root, "random", seed=1)
+    assert a != b and a.name == "random-seed0" and b.name == "random-seed1"
+    assert not np.array_equal(np.load(a / "order.npy"), np.load(b / "order.npy"))
+    assert json.loads((b / "manifest.json").read_text())["seed"] == 1
+    png = (a / "curriculum.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
