@@ -13,17 +13,20 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from babymm.files import DataError, is_inside, load_npy
+from babymm.files import DataError, is_inside, load_npy, read_json
 
 
 class CaptionData(torch.utils.data.Dataset):
     """Ingested image-caption pairs -> {input_ids, attention_mask, num_words[, images]}."""
 
     def __init__(self, ingest_dir: Path, tokenizer: PreTrainedTokenizerBase, max_tokens: int,
-                 with_images: bool = True):
+                 with_images: bool = True, features_dir: Path | None = None):
+        """`features_dir`: frozen-encoder features of raw-image data (data_prep.extract_features);
+        each caption then reads its image's row of `features.npy` (by image_id), not its pixels."""
         manifest_path = Path(ingest_dir) / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
         self.image_input: str = manifest["image_input"]
@@ -36,19 +39,37 @@ class CaptionData(torch.utils.data.Dataset):
         self.features = [load_npy(Path(f)) for f in manifest.get("feature_files", [])]
         self.tokenizer, self.max_tokens = tokenizer, max_tokens
         self.with_images = with_images  # False: a text model never reads a pixel or feature row
+        self.table: np.ndarray | None = None  # frozen-encoder features [N_images, D] / [N_images, P, D]
+        self.table_row: np.ndarray | None = None  # caption index -> its image's row of `table`
+        if features_dir is not None and with_images:
+            if self.image_input != "pixels":
+                raise DataError(f"{features_dir}: frozen-encoder features are made from raw images, but "
+                                f"{ingest_dir} holds {self.image_input} image input; train on the data's own "
+                                "features (no features_dir)")
+            self.table, self.table_row = _image_rows(Path(features_dir), self.ds)
+            self.image_input = "features"
         columns = ["caption", "num_words"]
-        if with_images:
+        if with_images and self.table is None:
             columns += ["pixel_values"] if self.image_input == "pixels" else ["feature_file", "feature_row"]
         self.ds = self.ds.select_columns(columns)
 
     @property
+    def _row_shape(self) -> tuple[int, ...] | None:
+        """Shape of one image's features: (D,) or (P, D); None for pixel input."""
+        if self.table is not None:
+            return tuple(self.table.shape[1:])
+        return tuple(self.features[0].shape[1:]) if self.features else None
+
+    @property
     def feature_dim(self) -> int | None:
-        return int(self.features[0].shape[-1]) if self.features else None
+        shape = self._row_shape
+        return int(shape[-1]) if shape else None
 
     @property
     def feature_tokens(self) -> int | None:
         """P of patch features [N, P, D]; 1 for global vectors [N, D]."""
-        return (int(self.features[0].shape[1]) if self.features[0].ndim == 3 else 1) if self.features else None
+        shape = self._row_shape
+        return (int(shape[0]) if len(shape) == 2 else 1) if shape else None
 
     def __len__(self) -> int:
         return self.ds.num_rows
@@ -64,7 +85,13 @@ class CaptionData(torch.utils.data.Dataset):
                  "index": torch.as_tensor(indices, dtype=torch.long)}
         if not self.with_images:
             return batch
-        if self.image_input == "pixels":
+        if self.table is not None:  # sorted, so the memory map is read front to back
+            rows = self.table_row[np.asarray(indices)]
+            order = np.argsort(rows, kind="stable")
+            images = np.empty((len(rows), *self.table.shape[1:]), dtype=np.float32)
+            images[order] = self.table[rows[order]]
+            images = torch.from_numpy(images)  # [B, D] or [B, P, D]
+        elif self.image_input == "pixels":
             # the numpy format widens integer columns to int64: back to the uint8 they were stored as
             images = torch.from_numpy(np.ascontiguousarray(rows["pixel_values"], dtype=np.uint8))  # [B, 3, S, S]
         else:
@@ -73,6 +100,31 @@ class CaptionData(torch.utils.data.Dataset):
                 for f, r in zip(rows["feature_file"], rows["feature_row"], strict=True)
             ]))  # [B, D] or [B, P, D]
         return {**batch, "images": images}
+
+
+def _image_rows(features_dir: Path, captions: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The memory-mapped `features.npy` of `features_dir` and, per caption, its image's row:
+    looked up once, by image_id, through a hash index (`image_ids.json` names the rows)."""
+    table = load_npy(features_dir / "features.npy")
+    ids = read_json(features_dir / "image_ids.json")
+    fix = "re-run the features stage (python -m data_prep.extract_features --overwrite)"
+    if not isinstance(ids, list) or len(ids) != len(table) or table.ndim not in (2, 3):
+        raise DataError(f"{features_dir}: image_ids.json must list one image_id per row of features.npy "
+                        f"({table.shape}); {fix}")
+    index = pd.Index(ids)
+    if not index.is_unique:
+        raise DataError(f"{features_dir}/image_ids.json: an image_id is listed twice; {fix}")
+    rows = np.empty(captions.num_rows, dtype=np.int64)
+    start = 0
+    for batch in captions.select_columns(["image_id"]).with_format(None).iter(batch_size=1 << 16):
+        found = index.get_indexer(batch["image_id"])
+        if (found < 0).any():
+            j = int(np.flatnonzero(found < 0)[0])
+            raise DataError(f"{features_dir}: no features for image {batch['image_id'][j]!r} (caption {start + j}); "
+                            f"the images changed since the features were made: {fix}")
+        rows[start : start + len(found)] = found
+        start += len(found)
+    return table, rows
 
 
 def tokenize_captions(tokenizer: PreTrainedTokenizerBase, captions: list[str],

@@ -112,6 +112,10 @@ def build(cfg: RunConfig, prepared: Prepared, tokenizer, captions: CaptionData) 
             raise ValueError(f"data in {prepared.data_dir} has {captions.image_input} image input but "
                              f"--vision_encoder is {m.vision_encoder!r}; use {fix}")
         derived.update(image_size=d.image_size)
+        if m.vision_model:  # which frozen encoder made the features: eval refuses another
+            from babymm.frozen_vision import model_key
+
+            derived.update(vision_model_key=model_key(m.vision_model, m.vision_pooling))
         if captions.image_input == "features":
             derived.update(feature_dim=captions.feature_dim, feature_tokens=captions.feature_tokens)
     model = build_model(m.resolve(**derived))
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         check_budget(cfg, prepared)
         tokenizer = load_tokenizer(prepared.tokenizer)
         captions = CaptionData(prepared.ingest, tokenizer, cfg.data.max_caption_tokens,
-                               with_images=task.reads_images)
+                               with_images=task.reads_images, features_dir=prepared.features)
         text = TextBlocks(prepared.tokens / "text.npy", cfg.data.block_size, word_starts(tokenizer))
         check_data_fits(cfg, prepared, captions, text)
         order = load_order(prepared) if prepared.curriculum is not None else None

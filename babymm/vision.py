@@ -5,10 +5,13 @@ a small CNN or a small ViT trained from scratch (the built-in world has no pretr
 to lean on), or precomputed features such as the BabyLM corpus's global DINOv2 vectors
 ([B, D]) or patch tokens ([B, P, D]). Every encoder says how many tokens it gives
 (`num_tokens`), so model types derive their sequence lengths instead of assuming them.
+Features can also come from a frozen pretrained model in a local directory (`--vision_model`,
+babymm.frozen_vision): data prep encodes the raw training images once, eval its own images.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +19,7 @@ from torch import nn
 
 VISION_ENCODERS = ("conv", "vit", "features")
 PIXEL_ENCODERS = ("conv", "vit")
+POOLINGS = ("cls", "mean", "patch")  # babymm.frozen_vision's, without importing transformers here
 
 
 @dataclass
@@ -32,14 +36,37 @@ class VisionConfig:
     patch_size: int = field(default=8, metadata={"help": "Patch side in pixels of the vit encoder."})
     freeze_vision: bool = field(default=False, metadata={
         "help": "Keep the vision encoder's weights fixed (its random or given initialisation)."})
+    vision_model: str | None = field(default=None, metadata={
+        "help": "Local directory of a frozen pretrained vision model loaded with AutoModel (e.g. DINOv2) and "
+                "its image processor; nothing is downloaded. With --vision_encoder features it turns the raw "
+                "training images into features once (data prep) and computes the eval images' features; with "
+                "precomputed-feature data it is used for the eval images only (the model that made the "
+                "training features, with the same --vision_pooling)."})
+    vision_pooling: str = field(default="cls", metadata={
+        "help": "How --vision_model's tokens become features: cls (the layer-normed CLS token, DINOv2's "
+                "pooler_output), mean (mean of the patch tokens), patch (every token, [T, D]).",
+        "choices": POOLINGS})
     # set from the data by `resolve`, never flags
     image_size: int = field(default=32, init=False)  # pixels: side of the square images
     feature_dim: int = field(default=768, init=False)  # features: D
     feature_tokens: int = field(default=1, init=False)  # features: P (1 for global vectors)
+    # features: babymm.frozen_vision.model_key of --vision_model when the run was built, so that
+    # eval refuses a model directory that has changed since
+    vision_model_key: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.vision_model:  # saved with the model: eval may run from another directory
+            self.vision_model = os.path.abspath(os.path.expanduser(self.vision_model))
 
     def check_vision(self) -> None:
         if self.vision_encoder not in VISION_ENCODERS:
             raise ValueError(f"vision encoder {self.vision_encoder!r} unknown; use one of {VISION_ENCODERS}")
+        if self.vision_pooling not in POOLINGS:
+            raise ValueError(f"--vision_pooling {self.vision_pooling!r} unknown; use one of {', '.join(POOLINGS)}")
+        if self.vision_model and self.vision_encoder in PIXEL_ENCODERS:
+            raise ValueError(f"--vision_model is read through --vision_encoder features (the frozen model's "
+                             f"features, projected); --vision_encoder {self.vision_encoder} learns from raw pixels "
+                             "and would ignore it: pass --vision_encoder features, or drop --vision_model")
         if self.vision_encoder == "vit":
             if self.image_size % self.patch_size:
                 raise ValueError(f"--patch_size {self.patch_size} does not divide the image size {self.image_size}")

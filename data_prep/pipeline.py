@@ -19,6 +19,7 @@ from pathlib import Path
 
 from babymm.curriculum import load_curriculum
 from babymm.files import DataError
+from babymm.vision import POOLINGS
 from data_prep import (
     budget,
     build_curriculum,
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a bad text line or caption record: stop with its file:line (error), or leave it "
                         "out and count it in the ingest manifest (skip)")
     p.add_argument("--vision_model", default=None, help="local frozen vision model: raw images -> features")
-    p.add_argument("--vision_pooling", default="cls")
+    p.add_argument("--vision_pooling", default="cls", choices=POOLINGS)
 
     def run(a: argparse.Namespace) -> Prepared:
         if a.word_budget is None and (a.text_fraction != 0.5 or a.data_seed != 0):

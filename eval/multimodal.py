@@ -5,13 +5,14 @@ captioning decoder, and each also with the images shuffled among items: a contro
 how much of the score comes from looking at the image at all. Zero-shot classification is
 scored two ways, by embedding similarity to prompt-ensembled class texts (CLIP's way) and by
 the likelihood of the class prompt given the image. Images reach the model through the run's
-own vision input (`EvalImages`): pixels for a run trained on pixels, precomputed feature rows
-for a run trained on features. A `text` run (no vision at all) is scored with no image: the
+own vision input (`EvalImages`): pixels for a run trained on pixels, feature rows for a run
+trained on features (computed by the run's frozen `--vision_model`, or shipped precomputed). A `text` run (no vision at all) is scored with no image: the
 "no vision" control of Winoground and VQA; it has no image embeddings to compare.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from babymm.data import tokenize_captions
-from babymm.files import DataError, load_npy, read_json, read_jsonl_lines
+from babymm.files import (
+    DataError,
+    atomic_dir,
+    load_npy,
+    read_json,
+    read_jsonl_lines,
+    write_json_atomic,
+)
 from babymm.images import load_record_image, record_image_path
 from babymm.models import BabyModel, VisionLanguageModel
 from babymm.text import with_article
@@ -55,20 +63,40 @@ class EvalImages:
     outside the directory (compared by name: a symlink inside it is fine), or an image that is
     missing or unreadable, is a DataError naming the record that asked for it.
 
-    A pixel run reads and resizes the files. A features run reads `features.npy` (rows
-    [N, D] or [N, P, D], as the training features) aligned with `feature_ids.json` (the list
-    of keys) in the same directory; without them the set is skipped with that reason.
+    A pixel run reads and resizes the files. A features run, in this order of precedence:
+    - trained with a frozen pretrained model (`vision_model` in its config): the images are
+      encoded by that model with the run's pooling, as its training images were, and cached
+      under `cache_dir` (default `DATA/prepared/eval_features/<model key>/<task>/` for a task
+      directory `DATA/eval/<task>`), in the shipped layout below plus a manifest of each
+      image's size and mtime: a second eval reads them, a changed image is encoded again;
+    - otherwise reads `features.npy` (rows [N, D] or [N, P, D], as the training features)
+      aligned with `feature_ids.json` (the list of keys) in the same directory; without them
+      the set is skipped with that reason.
     """
 
-    def __init__(self, model: BabyModel, task_dir: Path):
+    def __init__(self, model: BabyModel, task_dir: Path, cache_dir: Path | None = None):
         self.dir = Path(task_dir)
         self.kind = model.config.vision_encoder if model.has_vision else None
         self.size = model.config.image_size if model.has_vision else None
-        if self.kind == "features":
+        self.vision_model = getattr(model.config, "vision_model", None) if self.kind == "features" else None
+        if self.vision_model:
+            from babymm import frozen_vision
+
+            self.pooling = model.config.vision_pooling
+            self.feature_dim = getattr(model.config, "feature_dim", None)  # what the run was trained on
+            key = frozen_vision.model_key(self.vision_model, self.pooling)
+            trained = getattr(model.config, "vision_model_key", None)
+            if trained and trained != key:
+                raise DataError(f"{self.vision_model}: the vision model has changed since the run was trained "
+                                f"(its key is now {key}, the run was trained with {trained}); restore the model "
+                                "the run was trained with, or retrain")
+            self.cache = Path(cache_dir) if cache_dir is not None else default_feature_cache(self.dir, key)
+        elif self.kind == "features":
             feats, ids = self.dir / FEATURES, self.dir / FEATURE_IDS
             if not feats.exists() or not ids.exists():
                 raise TaskSkipped(f"the run reads precomputed image features (--vision_encoder features) "
-                                  f"and {self.dir} has no {FEATURES} + {FEATURE_IDS} for its images")
+                                  f"and {self.dir} has no {FEATURES} + {FEATURE_IDS} for its images "
+                                  "(or train with --vision_model, which computes them)")
             self.features = load_npy(feats)
             keys = read_json(ids)
             if not isinstance(keys, list) or len(keys) != len(self.features):
@@ -86,6 +114,8 @@ class EvalImages:
         if self.kind != "features":
             return torch.from_numpy(np.stack([load_record_image(p, self.size, w, fix="remove the item")
                                               for p, w in zip(paths, where, strict=True)]))
+        if self.vision_model:
+            return torch.from_numpy(self._encoded(list(keys), paths, where))
         missing = [(k, w) for k, w in zip(keys, where, strict=True) if k not in self.row]
         if missing:
             k, w = missing[0]
@@ -93,6 +123,75 @@ class EvalImages:
                             f"({len(missing)} missing); recompute the eval features")
         return torch.from_numpy(np.stack([np.asarray(self.features[self.row[k]], dtype=np.float32) for k in keys]))
 
+    def _encoded(self, keys: list[str], paths: list[Path], where: list[str]) -> np.ndarray:
+        """The frozen model's features of `keys`: cached rows of unchanged images, the rest
+        encoded now and added to the cache."""
+        from babymm import frozen_vision
+
+        stamps = {}
+        for k, p, w in zip(keys, paths, where, strict=True):
+            if not p.is_file():
+                raise DataError(f"{w}: image {p} not found; fix the path or remove the item")
+            st = p.stat()
+            stamps[k] = f"{st.st_size}:{st.st_mtime_ns}"
+        cached_rows, cached_stamps, table = _read_feature_cache(self.cache)
+        todo = sorted({k for k in keys if cached_stamps.get(k) != stamps[k]})
+        if todo:
+            first = {k: (p, w) for k, p, w in reversed(list(zip(keys, paths, where, strict=True)))}
+            model = frozen_vision.load_frozen_vision(self.vision_model, self.pooling)
+            new = model.encode([first[k][0] for k in todo], where=[first[k][1] for k in todo])
+            redo = set(todo)
+            keep = [k for k in cached_rows if k not in redo]
+            rows = dict(zip(todo, new, strict=True))
+            rows.update({k: np.asarray(table[cached_rows[k]]) for k in keep})
+            cached_stamps = {**{k: cached_stamps[k] for k in keep}, **{k: stamps[k] for k in todo}}
+            table, cached_rows = _write_feature_cache(self.cache, rows, cached_stamps, model.describe())
+        out = np.stack([np.asarray(table[cached_rows[k]], dtype=np.float32) for k in keys])
+        if self.feature_dim is not None and out.shape[-1] != self.feature_dim:
+            raise DataError(f"{self.vision_model}: gives {out.shape[-1]}-dim features ({self.pooling}) but the run was "
+                            f"trained on {self.feature_dim}-dim features; pass the --vision_model that made the "
+                            "training features")
+        return out
+
+
+def default_feature_cache(task_dir: Path, key: str) -> Path:
+    """Where the frozen model `key`'s features of a task's images are cached: under the data
+    directory's `prepared/` for `DATA/eval/<task>`, else beside the task directory."""
+    task_dir = Path(task_dir).absolute()
+    root = task_dir.parent.parent if task_dir.parent.name == "eval" else task_dir.parent
+    return root / "prepared" / "eval_features" / key / task_dir.name
+
+
+def _read_feature_cache(cache: Path) -> tuple[dict[str, int], dict[str, str], np.ndarray | None]:
+    """(row of each key, size:mtime of each key's image when encoded, the rows); empty when
+    there is no usable cache (a damaged one is recomputed, never trusted)."""
+    try:
+        manifest = read_json(cache / "manifest.json")
+        keys = read_json(cache / FEATURE_IDS)
+        table = load_npy(cache / FEATURES)
+        stamps = manifest["stamps"]
+        if not isinstance(keys, list) or len(keys) != len(table) or set(stamps) != set(keys):
+            raise DataError(f"{cache}: inconsistent")
+    except (OSError, DataError, KeyError, TypeError):
+        return {}, {}, None
+    return {k: i for i, k in enumerate(keys)}, stamps, table
+
+
+def _write_feature_cache(cache: Path, rows: dict[str, np.ndarray], stamps: dict[str, str],
+                         about: dict[str, Any]) -> tuple[np.ndarray, dict[str, int]]:
+    """Write the cache atomically (keys sorted); returns its rows and the row of each key. A
+    cache that cannot be written (a read-only data directory) is only a warning."""
+    keys = sorted(rows)
+    table = np.stack([rows[k] for k in keys]).astype(np.float32)
+    try:
+        with atomic_dir(cache) as tmp:
+            np.save(tmp / FEATURES, table)
+            write_json_atomic(tmp / FEATURE_IDS, keys)
+            write_json_atomic(tmp / "manifest.json", {**about, "images": len(keys), "stamps": stamps})
+    except OSError as e:
+        print(f"[eval] warning: could not cache the eval features in {cache} ({e}); they are recomputed "
+              "next time", file=sys.stderr)
+    return table, {k: i for i, k in enumerate(keys)}
 
 
 def _device(model: BabyModel) -> torch.device:
