@@ -31,7 +31,9 @@ class CaptionData(torch.utils.data.Dataset):
         manifest = json.loads(manifest_path.read_text())
         self.image_input: str = manifest["image_input"]
         self.ds = datasets.load_from_disk(str(Path(ingest_dir) / "captions")).with_format("numpy")
-        root = Path(ingest_dir).absolute().parent.parent  # DATA/prepared/ingest
+        # DATA/prepared/ingest, or a budgeted subset's DATA/prepared/subsets/NAME/ingest
+        root = next((q.parent for q in Path(ingest_dir).absolute().parents if q.name == "prepared"),
+                    Path(ingest_dir).absolute().parent.parent)
         for i, f in enumerate(manifest.get("feature_files", [])):
             if not is_inside(f, root):
                 raise DataError(f"{manifest_path}: feature_files[{i}] {f} is outside the data directory {root}; "

@@ -365,3 +365,36 @@ def test_train_on_frozen_features_end_to_end(tiny_world, dino, tmp_path):
     for task in ("winoground", "vqa"):
         assert "acc" in results[task] and "skipped" not in results[task], results[task]
         assert (data / "prepared" / "eval_features" / key / task / "features.npy").exists()
+
+
+def test_babylm_feature_layout_with_a_budget_end_to_end(tiny_world, dino, tmp_path):
+    """The real corpus's path: captions in `X_captions.json` aligned with DINOv2-style rows in
+    `X_dino_v2_states_1of2.npy` / `_2of2.npy`, a word budget drawn from them, and the eval images
+    (raw files) turned into features by the same frozen model that made the training rows."""
+    from babymm import train
+    from babymm.files import read_jsonl
+
+    data = tmp_path / "babylm"
+    shutil.copytree(tiny_world / "text", data / "text")
+    shutil.copytree(tiny_world / "eval", data / "eval")
+    records = read_jsonl(tiny_world / "captions" / "train.jsonl")[:600]
+    rows = frozen_vision.encode_images([tiny_world / "captions" / r["image"] for r in records], dino)
+    (data / "captions").mkdir()
+    (data / "captions" / "cc_3M_captions.json").write_text(json.dumps([r["caption"] for r in records]))
+    np.save(data / "captions" / "cc_3M_dino_v2_states_1of2.npy", rows[:350])
+    np.save(data / "captions" / "cc_3M_dino_v2_states_2of2.npy", rows[350:])
+    out = tmp_path / "run"
+    rc = train.main(["--data_dir", str(data), "--output_dir", str(out), "--preset", "tiny",
+                     "--word_budget", "8000", "--vision_encoder", "features", "--vision_model", str(dino),
+                     "--text_pretrain_steps", "2", "--multimodal_steps", "2", "--batch_size", "8",
+                     "--text_batch_size", "4", "--eval_steps", "0", "--run_eval", "true",
+                     "--word_milestones", "none", "--checkpointing_steps", "0"])
+    assert rc == 0
+    words = json.loads((out / "word_counts.json").read_text())
+    assert words["budget"] == 8000 and words["total_words"] > 7900
+    assert not (data / "prepared" / "features").exists()  # the corpus's own rows, no extraction
+    key = frozen_vision.model_key(dino, "cls")
+    results = json.loads((out / "results.json").read_text())
+    for task in ("winoground", "vqa"):
+        assert "acc" in results[task] and "skipped" not in results[task], results[task]
+        assert (data / "prepared" / "eval_features" / key / task / "features.npy").exists()
