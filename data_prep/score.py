@@ -18,7 +18,7 @@ import pandas as pd
 
 from babymm.files import DataError, atomic_dir, write_text_atomic
 from data_prep import ingest as ingest_stage
-from data_prep.scorers import PATH_ARGS, SCORERS, ScoringContext
+from data_prep.scorers import RUNTIME_ARGS, SCORERS, ScoringContext, input_paths
 from data_prep.stage import (
     file_fingerprint,
     fingerprint,
@@ -35,6 +35,7 @@ STAGE = "scores"
 
 def column_name(scorer: str, args: dict[str, Any] | None = None) -> str:
     """`length`, or `aoa-1a2b3c4d` when the scorer takes arguments: one name per distinct scoring."""
+    args = _scoring_args(scorer, args or {})
     return scorer if not args else f"{scorer}-{fingerprint(args)[:8]}"
 
 
@@ -43,15 +44,19 @@ def out_dir(data_dir: Path, scorer: str, args: dict[str, Any] | None = None, sub
 
 
 def _inputs_fingerprint(ctx: ScoringContext, scorer: str) -> str:
-    """Files the arguments name (a norms CSV, a checkpoint): replaced in place, they rescore."""
+    """Files the arguments name (a norms CSV, a checkpoint, also inside `combined`): replaced in
+    place, they rescore."""
     files: list[Path] = []
-    for key in PATH_ARGS.get(scorer, ()):
-        if ctx.args.get(key):
-            p = ctx.path(key)
-            if not p.exists():
-                raise DataError(f"scorer {scorer!r}: scorer_args.{key} {p} does not exist; fix the path in the spec")
-            files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for p in input_paths(ctx, scorer):
+        if not p.exists():
+            raise DataError(f"scorer {scorer!r}: {p} (named in scorer_args) does not exist; fix the path in the spec")
+        files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
     return file_fingerprint(files)
+
+
+def _scoring_args(scorer: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that change scores: not those that only change speed (num_proc, batch_size)."""
+    return {k: v for k, v in args.items() if k not in RUNTIME_ARGS.get(scorer, ())}
 
 
 def score_captions(data_dir: Path, scorer: str, overwrite: bool = False, args: dict[str, Any] | None = None,
@@ -64,8 +69,9 @@ def score_captions(data_dir: Path, scorer: str, overwrite: bool = False, args: d
     captions = datasets.load_from_disk(str(ingest_stage.out_dir(data_dir, subset) / "captions"))
     ctx = ScoringContext(captions=captions.select_columns(
                              [c for c in ("caption", "image_id", "source", "num_words") if c in captions.column_names]),
-                         text=None, data_dir=data_dir, args=args)
-    fp = fingerprint(STAGE, upstream["fingerprint"], scorer, args, _inputs_fingerprint(ctx, scorer))
+                         text=None, data_dir=data_dir, args=args,
+                         ingest_dir=ingest_stage.out_dir(data_dir, subset))
+    fp = fingerprint(STAGE, upstream["fingerprint"], scorer, _scoring_args(scorer, args), _inputs_fingerprint(ctx, scorer))
     out = out_dir(data_dir, scorer, args, subset)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
