@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_curriculum(cfg.data.curriculum)
         stage2_length(cfg, spec)
+        if spec.scores_run_model and t.text_pretrain_steps == 0:
+            raise ValueError(f"curriculum {spec.name!r} scores captions with the run's stage-1 text model "
+                             "(scorer_args.model: stage1), and --text_pretrain_steps 0 trains none; pretrain, or "
+                             "give the spec a model directory")
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -358,3 +358,29 @@ def test_the_study_spec():
     spec = load_curriculum("nouns_stages")
     assert (spec.scorer, spec.order, spec.pacing.function) == ("nouns", "ascending", "stages")
     assert spec.pacing.percentiles == [25, 50, 75] and spec.pacing.epochs_per_stage == 2
+
+
+def test_a_run_orders_its_captions_by_its_own_stage1_model(tiny_world, tmp_path, capsys):
+    """`--curriculum perplexity` (scorer_args.model: stage1): after text pretraining the run exports
+    its decoder, scores every caption with it, and trains stage 2 on that order, kept in the run."""
+    import shutil
+
+    from babymm import train
+    from data_prep.scorers import SCORERS, ScoringContext
+
+    data = tmp_path / "world"
+    shutil.copytree(tiny_world, data, ignore=shutil.ignore_patterns("prepared"))
+    flags = ["--data_dir", str(data), "--curriculum", "perplexity", "--preset", "tiny", "--multimodal_steps", "2",
+             "--batch_size", "8", "--text_batch_size", "4", "--eval_steps", "0", "--run_eval", "false",
+             "--word_milestones", "none", "--checkpointing_steps", "0"]
+    assert train.main([*flags, "--output_dir", str(tmp_path / "none"), "--text_pretrain_steps", "0"]) == 2
+    assert "--text_pretrain_steps 0 trains none" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert train.main([*flags, "--output_dir", str(out), "--text_pretrain_steps", "3"]) == 0
+    manifest = json.loads((out / "curriculum_manifest.json").read_text())
+    assert manifest["curriculum"]["scorer_args"]["model"] == str((out / "stage1").resolve())
+    order = np.load(out / "curriculum" / "order.npy")
+    captions = datasets.load_from_disk(str(data / "prepared" / "ingest" / "captions"))
+    ctx = ScoringContext(captions=captions, text=None, data_dir=data, args={"model": str(out / "stage1")})
+    scores = SCORERS["perplexity"](ctx)  # the exported stage-1 model, scored again by hand
+    assert np.all(np.diff(scores[order]) >= -1e-5)  # easiest (lowest loss) first
