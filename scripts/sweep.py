@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -364,15 +365,32 @@ def expected_config(sweep: Sweep, run: Run, run_dir: Path) -> dict[str, Any]:
     return json.loads(json.dumps(cfg.to_dict()))
 
 
+def field_defaults(model_type: str) -> dict[str, dict[str, Any]]:
+    """Each config section's field defaults for `model_type`: what a run made before a field
+    existed behaved as."""
+    from babymm.config import SECTIONS, argument_classes
+
+    out = {}
+    for section, cls in zip(SECTIONS, argument_classes(model_type), strict=True):
+        out[section] = {f.name: f.default for f in dataclasses.fields(cls)
+                        if f.default is not dataclasses.MISSING}
+    return out
+
+
 def config_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """Fields that change what a run learns and differ between a run's run_config.json and `expected`."""
+    """Fields that change what a run learns and differ between a run's run_config.json and `expected`.
+    A field the stored config lacks (added since the run was made) differs only if `expected`
+    sets it to something other than its default."""
     from eval.compare import NOT_A_CONDITION
 
+    model_type = (expected.get("model") or {}).get("model_type")
+    defaults = field_defaults(model_type) if model_type else {}
     diffs = []
     for section in sorted(set(stored) | set(expected)):
         a, b = stored.get(section) or {}, expected.get(section) or {}
         for k in sorted(set(a) | set(b)):
-            if k not in NOT_A_CONDITION and a.get(k) != b.get(k):
+            was = a[k] if k in a else defaults.get(section, {}).get(k, a.get(k))
+            if k not in NOT_A_CONDITION and was != b.get(k):
                 diffs.append(f"{k} {a.get(k)!r} (now {b.get(k)!r})")
     return diffs
 

@@ -248,3 +248,14 @@ def test_failed_run_is_reported_and_sweep_goes_on(tiny_world, tmp_path, capsys):
     assert "FAILED (exit 1)" in line and "error: data in" in line and "--vision_encoder is 'features'" in line
     assert "train.log" in line and (tmp_path / "out" / "git-length-pre-cua-s0" / "train.log").exists()
     assert "1 run(s) failed" in captured.err
+
+
+def test_a_field_added_since_a_run_was_made_is_no_difference_at_its_default():
+    from babymm.config import parse_config
+
+    expected = json.loads(json.dumps(parse_config(["--model_type", "git"]).to_dict()))
+    old = json.loads(json.dumps(expected))
+    del old["data"]["text_fraction"], old["model"]["vision_pooling"]  # made before these existed
+    assert sweep.config_differences(old, expected) == []
+    expected["data"]["text_fraction"] = 0.3  # asked for something other than what the run did
+    assert sweep.config_differences(old, expected) == ["text_fraction None (now 0.3)"]
