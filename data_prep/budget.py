@@ -120,6 +120,12 @@ def _codes(ds: datasets.Dataset, column: str) -> np.ndarray:
     return np.asarray(col.indices, dtype=np.int64)
 
 
+def _int_column(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """An integer column as int64, straight from Arrow (`ds[column]` is a lazy column that
+    np.asarray would read one formatted row at a time)."""
+    return np.asarray(ds.data.column(column).to_numpy(), dtype=np.int64)
+
+
 def _words_by(ds: datasets.Dataset, keep: np.ndarray, words: np.ndarray) -> dict[str, int]:
     col = ds.data.column("source").combine_chunks().dictionary_encode()
     codes = np.asarray(col.indices, dtype=np.int64)[keep]
@@ -138,8 +144,8 @@ def make_budget(data_dir: Path, budget: Budget, overwrite: bool = False) -> str:
     full = ingest_stage.out_dir(data_dir)
     text = ingest_stage.load_text(data_dir)
     captions = datasets.load_from_disk(str(full / "captions")) if upstream["captions"] else None
-    text_words = np.asarray(text["num_words"], dtype=np.int64) if text is not None else np.zeros(0, np.int64)
-    cap_words = np.asarray(captions["num_words"], dtype=np.int64) if captions is not None else np.zeros(0, np.int64)
+    text_words = _int_column(text, "num_words") if text is not None else np.zeros(0, np.int64)
+    cap_words = _int_column(captions, "num_words") if captions is not None else np.zeros(0, np.int64)
     have = {"text": int(text_words.sum()), "captions": int(cap_words.sum())}
     total = have["text"] + have["captions"]
     sampled = total > budget.word_budget
@@ -163,7 +169,8 @@ def make_budget(data_dir: Path, budget: Budget, overwrite: bool = False) -> str:
         spare -= extra
     keep_text = (select(text_words, text_units(_codes(text, "source")), want["text"], budget.seed, fill_items=True)
                  if text is not None else np.zeros(0, dtype=bool))
-    keep_caps = (select(cap_words, _codes(captions, "image_id"), want["captions"], budget.seed + 1, fill_items=False)
+    images = _codes(captions, "image_id") if captions is not None else np.zeros(0, dtype=np.int64)
+    keep_caps = (select(cap_words, images, want["captions"], budget.seed + 1, fill_items=False)
                  if captions is not None else np.zeros(0, dtype=bool))
     report: dict[str, Any] = {
         "word_budget": budget.word_budget, "text_fraction": budget.text_fraction,
@@ -172,7 +179,7 @@ def make_budget(data_dir: Path, budget: Budget, overwrite: bool = False) -> str:
         "data_words": have,
         "words": {"text": int(text_words[keep_text].sum()), "captions": int(cap_words[keep_caps].sum())},
         "text_lines": int(keep_text.sum()), "captions": int(keep_caps.sum()),
-        "images": int(len(np.unique(_codes(captions, "image_id")[keep_caps]))) if captions is not None else 0,
+        "images": int(len(np.unique(images[keep_caps]))) if captions is not None else 0,
         "text_words_by_source": _words_by(text, keep_text, text_words) if text is not None else {},
         "caption_words_by_source": _words_by(captions, keep_caps, cap_words) if captions is not None else {},
     }

@@ -26,11 +26,13 @@ import shutil
 import sys
 from collections.abc import Iterator
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
 from tqdm import tqdm
 
 from babymm.files import (
@@ -59,10 +61,14 @@ from data_prep.stage import (
 )
 
 STAGE = "ingest"
-VERSION = 2  # 2: captions carry image_id, text lines num_words
+VERSION = 3  # 2: captions carry image_id, text lines num_words; 3: normalize_text drops invisible characters
 ON_BAD_RECORD = ("error", "skip")
 # in training text the fast tokenizer would turn these into the special ids
 SPECIAL_STRINGS = (*(token for token, _ in SPECIALS.values()), IMAGE_TOKEN)
+# every special string has this character: a text without it needs no further look (the fast path)
+_SPECIAL_MARK = "<"
+assert all(_SPECIAL_MARK in t for t in SPECIAL_STRINGS)
+WRITE_ROWS = 50_000  # rows per Arrow record batch written by ingest
 
 
 def out_dir(data_dir: Path, subset: str | None = None) -> Path:
@@ -143,6 +149,8 @@ def _bad(skipped: dict[str, dict[str, int]], on_bad: str, path: Path, reason: st
 def special_string(text: str) -> str | None:
     """The first literal special-token string in normalised `text` (e.g. '<image>', '<S>'), as
     written, or None. Case-blind: the fast tokenizer matches them after lowercasing."""
+    if _SPECIAL_MARK not in text:
+        return None
     lower = text.lower()
     found = [(lower.find(t), t) for t in SPECIAL_STRINGS if t in lower]
     if not found:
@@ -158,6 +166,7 @@ def _special_problem(token: str) -> str:
 def _read_text(files: list[Path], blank: dict[str, int], skipped: dict[str, dict[str, int]],
                on_bad: str) -> Iterator[dict[str, Any]]:
     for path in files:
+        source = path.stem
         for lineno, raw in iter_lines(path):
             where = f"{path}:{lineno}"
             try:
@@ -172,7 +181,7 @@ def _read_text(files: list[Path], blank: dict[str, int], skipped: dict[str, dict
                 elif token := special_string(text):
                     _bad(skipped, on_bad, path, "special-token string", f"{where}: {_special_problem(token)}")
                 else:
-                    yield {"text": text, "source": path.stem, "num_words": count_words(text)}
+                    yield {"text": text, "source": source, "num_words": len(text.split())}  # = count_words
 
 
 def _caption(raw: Any) -> tuple[str | None, str, str]:
@@ -263,16 +272,41 @@ def _read_feature_captions(files: list[Path], feature_files: list[str], skipped:
         checked.append((path, captions, arrays))
     for path, captions, arrays in checked:
         first = 0  # the caption index of row 0 of the feature file f
+        source = path.stem
         for f, arr in arrays:
             feature_files.append(os.path.abspath(f))  # lexical: a symlinked data directory stays as named
+            file_index, name = len(feature_files) - 1, f.name
             for r in range(arr.shape[0]):
                 caption, reason, problem = _caption(captions[first + r])
                 if caption is None:  # skipped with its feature row: the rest stay aligned
                     _bad(skipped, on_bad, path, reason, f"{path}: record {first + r}: {problem}")
                     continue
-                yield {"caption": caption, "source": path.stem, "num_words": count_words(caption),
-                       "image_id": f"{f.name}#{r}", "feature_file": len(feature_files) - 1, "feature_row": r}
+                yield {"caption": caption, "source": source, "num_words": len(caption.split()),  # = count_words
+                       "image_id": f"{name}#{r}", "feature_file": file_index, "feature_row": r}
             first += arr.shape[0]
+
+
+def _write_dataset(rows: Iterator[dict[str, Any]], features: datasets.Features, path: Path,
+                   split: str | None = None) -> datasets.Dataset | None:
+    """The rows (plain string and integer columns) written to an Arrow stream file at `path`,
+    WRITE_ROWS at a time, and memory-mapped as a Dataset with `features`: what
+    `Dataset.from_generator` makes, without its per-row encoding, and without `from_list`'s
+    list of every row in memory. None when there are no rows."""
+    schema = features.arrow_schema
+    names = list(features)
+    n = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        while True:
+            chunk = list(islice(rows, WRITE_ROWS))
+            if not chunk:
+                break
+            columns = [[row[k] for row in chunk] for k in names]
+            writer.write_batch(pa.RecordBatch.from_arrays(
+                [pa.array(c, type=schema.field(k).type) for k, c in zip(names, columns, strict=True)], schema=schema))
+            n += len(chunk)
+    if n == 0:
+        return None
+    return datasets.Dataset.from_file(str(path), info=datasets.DatasetInfo(features=features), split=split)
 
 
 def _from_generator(gen, **kwargs) -> datasets.Dataset | None:
@@ -339,12 +373,12 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad
         cache = tmp / "cache"
         n_text = 0
         if text_files:  # an empty dataset cannot be saved and reloaded, so none is written
-            text_ds = _from_generator(
-                _read_text, gen_kwargs={"files": text_files, "blank": blank, "skipped": skipped, "on_bad": on_bad_record},
-                cache_dir=str(cache),
-                features=datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string"),
-                                            "num_words": datasets.Value("int32")}),
-            )
+            cache.mkdir(exist_ok=True)
+            text_ds = _write_dataset(
+                _read_text(text_files, blank, skipped, on_bad_record),
+                datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string"),
+                                   "num_words": datasets.Value("int32")}),
+                cache / "text.arrow", split="train")
             n_text = text_ds.num_rows if text_ds is not None else 0
             if n_text:
                 text_ds.save_to_disk(str(tmp / "text"))
@@ -360,9 +394,14 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad
                 gen_kwargs={"files": jsonl_files, "image_size": image_size, "data_dir": data_dir,
                             "skipped": skipped, "on_bad": on_bad_record})
             image_input = "pixels"
-        elif feat_files:
-            cap_ds = datasets.Dataset.from_list(
-                list(_read_feature_captions(feat_files, feature_files, skipped, on_bad_record)))
+        elif feat_files:  # the columns and types Dataset.from_list inferred
+            cache.mkdir(exist_ok=True)
+            cap_ds = _write_dataset(
+                _read_feature_captions(feat_files, feature_files, skipped, on_bad_record),
+                datasets.Features({"caption": datasets.Value("string"), "source": datasets.Value("string"),
+                                   "num_words": datasets.Value("int64"), "image_id": datasets.Value("string"),
+                                   "feature_file": datasets.Value("int64"), "feature_row": datasets.Value("int64")}),
+                cache / "captions.arrow")
             image_input = "features"
         else:
             cap_ds, image_input = None, "none"

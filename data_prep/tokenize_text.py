@@ -7,10 +7,12 @@ happens once, not in every run.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from babymm.files import DataError, atomic_dir
@@ -52,13 +54,19 @@ def tokenize_text(data_dir: Path, overwrite: bool = False, subset: str | None = 
     text = ingest_stage.load_text(data_dir, subset)
     if text is None:
         raise DataError(f"{data_dir / 'text'}: no text lines to tokenize")
+    # the Rust tokenizer `tok(texts, add_special_tokens=False)` runs, called without its per-line Python wrappers
+    backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    backend.encode_special_tokens = bool(tok.split_special_tokens)
     chunks: list[np.ndarray] = []
     for batch in tqdm(text.iter(batch_size=2048), total=-(-text.num_rows // 2048), desc="tokenize", unit="batch"):
-        for ids in tok(batch["text"], add_special_tokens=False)["input_ids"]:
-            chunks.append(np.asarray([tok.bos_token_id, *ids, tok.eos_token_id], dtype=np.int32))
+        ids = [e.ids for e in backend.encode_batch(batch["text"], add_special_tokens=False)]
+        chunks.append(_with_bos_eos(ids, tok.bos_token_id, tok.eos_token_id))
     tokens = np.concatenate(chunks)
     # training counts the words it has seen by their first pieces: say how far that is from the text's words
-    words = sum(count_words(t) for t in text["text"])
+    words = (int(text.data.column("num_words").to_numpy().sum(dtype=np.int64)) if "num_words" in text.column_names
+             else sum(count_words(t) for t in text["text"][:]))
     counted = int(word_starts(tok)[tokens].sum())
     with atomic_dir(out) as tmp:
         np.save(tmp / "text.npy", tokens)
@@ -67,6 +75,18 @@ def tokenize_text(data_dir: Path, overwrite: bool = False, subset: str | None = 
                        words_counted_by_word_start_tokens=counted)
     log(STAGE, f"{tokens.size:,} tokens from {text.num_rows:,} lines -> {out}"
                + ("" if counted == words else f"; word-start tokens count {counted:,} of its {words:,} words"))
+    return out
+
+
+def _with_bos_eos(ids: list[list[int]], bos: int, eos: int) -> np.ndarray:
+    """int32 `<s> ids </s>` of each line, concatenated."""
+    lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    out = np.empty(int(lens.sum()) + 2 * len(ids), dtype=np.int32)
+    starts = np.cumsum(lens + 2) - (lens + 2)
+    body = np.ones(out.size, dtype=bool)
+    body[starts] = body[starts + lens + 1] = False
+    out[starts], out[starts + lens + 1] = bos, eos
+    out[body] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lens.sum()))
     return out
 
 

@@ -279,7 +279,7 @@ def train_tokenizer(data_dir: Path, vocab_size: int = 2048, overwrite: bool = Fa
     text = ingest_stage.load_text(data_dir, subset)
     if text is None:
         raise DataError(f"{data_dir}: no text-only portion (text/*.train) to train the tokenizer on")
-    lines = text["text"]
+    lines = text["text"][:]  # [:]: one Arrow read, not a formatted row at a time (walked three times)
     with atomic_dir(out) as tmp:
         actual = _train_spm(lines, vocab_size, tmp / "spm")
         fast = build_fast_tokenizer(tmp / "spm.model")
@@ -288,7 +288,7 @@ def train_tokenizer(data_dir: Path, vocab_size: int = 2048, overwrite: bool = Fa
         fast.save_pretrained(tmp)
         write_manifest(tmp, STAGE, fp, requested_vocab_size=vocab_size, vocab_size=len(fast),
                        spm_pieces=actual, training_lines=len(lines),
-                       training_words=sum(len(t.split()) for t in lines),
+                       training_words=int(sum(text["num_words"][:])),
                        special_tokens={k: v[0] for k, v in SPECIALS.items()} | {"image": IMAGE_TOKEN},
                        agreement_checked_texts=checked, sentencepiece_version=spm.__version__)
     log(STAGE, f"{len(fast)} tokens (asked for {vocab_size}); identical to SentencePiece on {checked} texts -> {out}")

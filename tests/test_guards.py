@@ -160,14 +160,14 @@ def test_a_curriculum_built_for_other_data_is_refused(tiny_world, tmp_path, caps
     world = tmp_path / "world"
     shutil.copytree(tiny_world, world, ignore=shutil.ignore_patterns("prepared"))
     prepare(world, "length")
-    manifest = world / "prepared" / "curricula" / "length" / "manifest.json"
+    manifest = world / "prepared" / "curricula" / "length-seed0" / "manifest.json"
     m = json.loads(manifest.read_text())
     m["data_fingerprint"] = "0123456789abcdef"
     manifest.write_text(json.dumps(m))
     rc = train.main(["--data_dir", str(world), "--output_dir", str(tmp_path / "r"), *TINY_MODEL, *TINY_TRAIN])
     err = _errors(capsys)
     assert rc == 2
-    assert "curricula/length: built for other data (fingerprint 0123456789abcdef" in err and "--overwrite" in err
+    assert "curricula/length-seed0: built for other data (fingerprint 0123456789abcdef" in err and "--overwrite" in err
 
 
 def test_text_blocks_count_whitespace_words(tiny_run, tiny_world):

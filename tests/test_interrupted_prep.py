@@ -62,7 +62,7 @@ elif mode in ("old", "swapped"):  # replacing a finished output: after moving it
     def replace(src, dst, **kwargs):
         real_replace(src, dst, **kwargs)
         src, dst = os.path.basename(str(src)), os.path.basename(str(dst))
-        if (mode == "old" and ".old-" in dst) or (mode == "swapped" and ".tmp-" in src and dst == "length"):
+        if (mode == "old" and ".old-" in dst) or (mode == "swapped" and ".tmp-" in src and dst == "length-seed0"):
             die()
     os.replace = replace
 
@@ -106,14 +106,14 @@ def assert_same_outputs(data_dir: Path, reference: Path) -> None:
         b = datasets.load_from_disk(str(ref / "ingest" / part))
         assert a.num_rows == b.num_rows and a.column_names == b.column_names, part
         assert a.data.table.equals(b.data.table), f"ingest/{part}: rows differ from the uninterrupted run"
-    for rel in ("tokens/text.npy", "scores/length/scores.npy", "curricula/length/order.npy"):
+    for rel in ("tokens/text.npy", "scores/length/scores.npy", "curricula/length-seed0/order.npy"):
         a, b = np.load(ours / rel), np.load(ref / rel)
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), rel
     assert (ours / "tokenizer" / "tokenizer.json").read_bytes() == (ref / "tokenizer" / "tokenizer.json").read_bytes()
     volatile = {"created", "fingerprint", "data_dir", "text_files", "caption_files", "data_fingerprint"}
     manifests = sorted(p.relative_to(ours) for p in ours.rglob("manifest.json"))
     assert manifests == sorted(p.relative_to(ref) for p in ref.rglob("manifest.json"))
-    assert len(manifests) == 6  # ingest, words, tokenizer, tokens, scores/length, curricula/length
+    assert len(manifests) == 6  # ingest, words, tokenizer, tokens, scores/length, curricula/length-seed0
     for rel in manifests:
         a, b = json.loads((ours / rel).read_text()), json.loads((ref / rel).read_text())
         assert a["stage"] == b["stage"] and len(a["fingerprint"]) == 16
@@ -132,7 +132,7 @@ def reference(tiny_world, tmp_path_factory):
 @pytest.mark.parametrize("mode, stage, partial, done_before", [
     ("ingest", "ingest", "text", []),                                    # in save_to_disk
     ("text.npy", "tokens", "text.npy", ["ingest", "words", "tokenizer"]),  # in np.save
-    ("order.npy", "curricula/length", "order.npy", ["tokens", "scores/length"]),
+    ("order.npy", "curricula/length-seed0", "order.npy", ["tokens", "scores/length"]),
 ])
 def test_rerun_after_sigkill_mid_stage(tiny_world, reference, tmp_path, mode, stage, partial, done_before):
     d = copy_world(tiny_world, tmp_path / "world")
@@ -156,14 +156,14 @@ def test_rerun_after_sigkill_while_replacing_output(tiny_world, reference, tmp_p
     """Redoing a finished stage (--overwrite), killed while swapping the new output in."""
     d = copy_world(tiny_world, tmp_path / "world")
     prepare(d)
-    out = d / "prepared" / "curricula" / "length"
+    out = d / "prepared" / "curricula" / "length-seed0"
     argv = ["--data_dir", str(d), "--curriculum", "length", "--overwrite"]
 
     # after the new output is in place, before the old one (moved to .NAME.old-PID) is removed:
     # the output is whole and up to date, so the rerun does no work but must still clean up
     pid = killed_run("swapped", *argv)
     assert json.loads((out / "manifest.json").read_text())["stage"] == "curricula"
-    assert leftovers(d) == [out.parent / f".length.old-{pid}"]
+    assert leftovers(d) == [out.parent / f".length-seed0.old-{pid}"]
     mtime = (out / "manifest.json").stat().st_mtime_ns
     assert build_curriculum.build_curriculum(d, "length") == out
     assert (out / "manifest.json").stat().st_mtime_ns == mtime and not leftovers(d)
@@ -171,8 +171,8 @@ def test_rerun_after_sigkill_while_replacing_output(tiny_world, reference, tmp_p
     # between moving the old output aside and moving the new one in: the output is missing,
     # and the rerun rebuilds it
     pid = killed_run("old", *argv)
-    assert not out.exists() and (out.parent / f".length.old-{pid}" / "order.npy").exists()
-    assert len(list(out.parent.glob(f".length.tmp-{pid}-*"))) == 1 and len(leftovers(d)) == 2
+    assert not out.exists() and (out.parent / f".length-seed0.old-{pid}" / "order.npy").exists()
+    assert len(list(out.parent.glob(f".length-seed0.tmp-{pid}-*"))) == 1 and len(leftovers(d)) == 2
     prepare(d)
     assert not leftovers(d), leftovers(d)
     assert_same_outputs(d, reference)
