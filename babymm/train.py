@@ -244,7 +244,6 @@ def main(argv: list[str] | None = None) -> int:
         captions = CaptionData(prepared.ingest, tokenizer, cfg.data.max_caption_tokens,
                                with_images=task.reads_images, features_dir=prepared.features)
         text = TextBlocks(prepared.tokens / "text.npy", cfg.data.block_size, word_starts(tokenizer))
-        check_data_fits(cfg, prepared, captions, text)
         order = load_order(prepared) if prepared.curriculum is not None else None
         if order is not None and t.multimodal_steps is None:
             t.multimodal_steps = epoch_steps(read_json(prepared.curriculum / "manifest.json"),
@@ -256,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if resuming and t.multimodal_steps != started:
             raise ValueError(f"stage 2 now comes to {t.multimodal_steps} steps, the run was started with "
                              f"{started}; start a new --output_dir")
+        check_data_fits(cfg, prepared, captions, text)
         set_seed(t.seed)
         model = build(cfg, prepared, tokenizer, captions)
     except (DataError, ValueError) as e:

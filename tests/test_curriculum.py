@@ -164,3 +164,33 @@ def test_built_curriculum_is_seeded_by_the_run_and_plotted(tiny_world, tmp_path)
     assert json.loads((b / "manifest.json").read_text())["seed"] == 1
     png = (a / "curriculum.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_a_staged_curriculum_sets_stage_two_by_its_epochs(tiny_world, tmp_path):
+    """stages pacing with epochs_per_stage: the run's stage 2 is that many epochs of every pool,
+    recorded as steps."""
+    import json
+    import shutil
+
+    from babymm import train
+
+    data = tmp_path / "world"
+    shutil.copytree(tiny_world, data, ignore=shutil.ignore_patterns("prepared"))
+    spec = tmp_path / "length_stages.yaml"
+    spec.write_text("scorer: length\norder: ascending\npacing:\n  function: stages\n"
+                    "  percentiles: [25, 50, 75]\n  epochs_per_stage: 0.25\n")
+    out = tmp_path / "run"
+    rc = train.main(["--data_dir", str(data), "--curriculum", str(spec), "--output_dir", str(out),
+                     "--preset", "tiny", "--text_pretrain_steps", "0", "--batch_size", "64",
+                     "--text_batch_size", "4", "--eval_steps", "0", "--run_eval", "false",
+                     "--word_milestones", "none", "--checkpointing_steps", "0", "--logging_steps", "1"])
+    assert rc == 0
+    manifest = json.loads((out / "curriculum_manifest.json").read_text())
+    scores = np.load(data / "prepared" / "scores" / "length" / "scores.npy")
+    cuts = np.percentile(scores, [25, 50, 75])  # the pools by hand: captions shorter than each cut, then all
+    pools = [int((scores < c).sum()) for c in cuts] + [len(scores)]
+    assert manifest["stage_sizes"] == pools
+    steps = json.loads((out / "run_config.json").read_text())["train"]["multimodal_steps"]
+    assert steps == math.ceil(0.25 * sum(pools) / 64)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in logged if "step" in r) == steps
