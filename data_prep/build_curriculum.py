@@ -106,9 +106,10 @@ def plot_curriculum(path: Path, spec: CurriculumSpec, scores: np.ndarray, fracti
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     if spec.scorer:
-        distinct = np.unique(scores)
-        bins = distinct.size if distinct.size <= 40 else 40
-        left.hist(scores, bins=bins, color="#4c72b0")
+        integer = np.array_equal(scores, np.round(scores)) and np.ptp(scores) <= 60
+        # counts (words, nouns): one bar per value; anything else: 40 bins
+        bins = np.arange(scores.min() - 0.5, scores.max() + 1.5) if integer else 40
+        left.hist(scores, bins=bins, color="#4c72b0", rwidth=0.9 if integer else None)
         left.set_xlabel(f"difficulty ({spec.scorer})")
         left.set_ylabel("captions")
     else:
