@@ -12,6 +12,18 @@ TINY_TRAIN = ["--text_pretrain_steps", "8", "--multimodal_steps", "12", "--batch
               "--text_batch_size", "8", "--logging_steps", "4", "--warmup_steps", "2"]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Toy tensors gain nothing from threads, and threads spin when the cores are shared; a module
+    opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     from data_prep import world

@@ -19,13 +19,7 @@ V, PAD, BOS, EOS = 50, 0, 1, 2
 B, T = 4, 7
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Toy tensors gain nothing from threads, and threads spin when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- helpers -----------------------------------------------------------------------------

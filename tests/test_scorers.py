@@ -25,12 +25,7 @@ def make_ctx(captions, image_ids=None, args=None, **kw):
     return ScoringContext(captions=ds, text=kw.pop("text", None), args=dict(args or {}), **kw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- nouns -------------------------------------------------------------------------------
