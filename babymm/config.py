@@ -48,6 +48,10 @@ class DataArguments:
     on_bad_record: str = field(default="error", metadata={
         "help": "error: a bad text line or caption record stops data prep, naming file and line; skip: "
                 "it is left out, counted in the ingest manifest and reported."})
+    image_root: str | None = field(default=None, metadata={
+        "help": "Directory the relative image paths of --data_dir's captions/*.jsonl resolve against, and the only "
+                "place images may come from (like LLaVA's --image_folder: a COCO or CC3M image store kept once, "
+                "outside the data). Default: paths relative to each jsonl file, inside --data_dir."})
 
 
 @dataclass
@@ -71,7 +75,9 @@ class TrainArguments:
         "help": "CPU threads per process; 0: every core for a lone CPU process (`accelerate launch` "
                 "would give it one), what the launcher set for several."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
-    mixed_precision: str = field(default="no", metadata={"help": "no or bf16 (Accelerate autocast)."})
+    mixed_precision: str = field(default="no", metadata={
+        "help": "no or bf16 (Accelerate autocast). fp16 is refused: its loss scaler's skipped steps are not "
+                "handled."})
     logging_steps: int = 50
     checkpointing_steps: int = field(default=500, metadata={
         "help": "Save a resumable checkpoint (model, optimizer, schedule, RNG, step, words seen) every N "
@@ -153,7 +159,15 @@ class RunConfig:
              "--text_fraction and --data_seed shape a --word_budget draw; pass --word_budget too")
         need(d.on_bad_record in ("error", "skip"), f"--on_bad_record {d.on_bad_record!r}: use error or skip")
         need(t.lr_schedule in ("cosine", "constant"), f"--lr_schedule {t.lr_schedule!r}: use cosine or constant")
-        need(t.mixed_precision in ("no", "bf16", "fp16"), f"--mixed_precision {t.mixed_precision!r}: use no, bf16 or fp16")
+        need(t.mixed_precision != "fp16", "--mixed_precision fp16 is not supported: its loss scaler skips steps "
+             "that overflow, which this loop would count as trained or stop on as non-finite; use bf16 (CPUs, "
+             "A100/H100) or no")
+        need(t.mixed_precision in ("no", "bf16", "fp16"), f"--mixed_precision {t.mixed_precision!r}: use no or bf16")
+        if all(v >= 0 for v in dataclasses.asdict(self.loss).values()):
+            try:  # the loss weights' own rules (a stage 2 that reads no captions is refused)
+                task_for(model_class(self.model_type))(self.loss)
+            except ValueError as e:
+                found.append(str(e))
         try:
             parse_milestones(t.word_milestones)
         except ValueError as e:

@@ -9,6 +9,8 @@ batch sampler drives a plain `DataLoader`.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
@@ -18,6 +20,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from babymm.files import DataError, is_inside, load_npy, read_json
+
+DEFAULT_MAX_CAPTION_TOKENS = 40  # --max_caption_tokens's default (babymm.config.DataArguments)
 
 
 class CaptionData(torch.utils.data.Dataset):
@@ -77,7 +81,7 @@ class CaptionData(torch.utils.data.Dataset):
         return self.ds.num_rows
 
     def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`<s> caption </s>`, cut to max_tokens, right-padded. Returns ids, mask [B, T]."""
+        """`<s> caption </s>`, at most max_tokens, right-padded (`tokenize_captions`). Returns ids, mask [B, T]."""
         return tokenize_captions(self.tokenizer, captions, self.max_tokens)
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -129,10 +133,21 @@ def _image_rows(features_dir: Path, captions: datasets.Dataset) -> tuple[np.ndar
     return table, rows
 
 
-def tokenize_captions(tokenizer: PreTrainedTokenizerBase, captions: list[str],
+def tokenize_captions(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str],
                       max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    encoded = tokenizer(captions, add_special_tokens=True)["input_ids"]  # BOS added
-    seqs = [(ids + [tokenizer.eos_token_id])[:max_tokens] for ids in encoded]
+    """Caption strings -> (input_ids, attention_mask) [B, T], right-padded with the pad id: the
+    one way captions become tokens, for training batches (`CaptionData`), eval's and the gap
+    probe's text embeddings (`eval.multimodal.embed_texts`) and the alignment scorer alike.
+
+    Each caption is `<s> caption </s>`, at most `max_tokens` (the run's --max_caption_tokens,
+    `caption_max_tokens`) long. A longer caption loses its last caption tokens, never its end
+    token: a text embedding is read at the last token, which is then `</s>` as for every other
+    caption, and the captioning loss still learns where a caption ends."""
+    if max_tokens < 2:
+        raise ValueError(f"max_tokens {max_tokens}: a caption needs at least 2 tokens (<s> and </s>)")
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer(list(captions), add_special_tokens=True)["input_ids"]  # BOS added
+    seqs = [ids[: max_tokens - 1] + [eos] for ids in encoded]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -140,6 +155,23 @@ def tokenize_captions(tokenizer: PreTrainedTokenizerBase, captions: list[str],
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
     return ids, mask
+
+
+def caption_max_tokens(run_dir: str | Path) -> int:
+    """The --max_caption_tokens a run (or one of its milestones) was trained with, from its
+    `run_config.json`: what eval and the scorers must cut captions to, as training did. A
+    directory without one (not made by train.py) gets the default, with a warning."""
+    path = Path(run_dir) / "run_config.json"
+    config = read_json(path) if path.is_file() else None
+    data = config.get("data") if isinstance(config, dict) else None
+    value = data.get("max_caption_tokens") if isinstance(data, dict) else None
+    if value is None:
+        warnings.warn(f"{path}: no data.max_caption_tokens; captions are cut to the default "
+                      f"{DEFAULT_MAX_CAPTION_TOKENS} tokens", stacklevel=2)
+        return DEFAULT_MAX_CAPTION_TOKENS
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise DataError(f"{path}: data.max_caption_tokens {value!r} is not a caption length (an integer >= 2)")
+    return value
 
 
 class TextBlocks(torch.utils.data.Dataset):

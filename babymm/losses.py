@@ -1,8 +1,8 @@
 """Contrastive losses: CLIP, and the gap-closing terms (uniformity, alignment).
 
 Pure functions on L2-normalised embeddings, plus `ContrastiveLoss`, which gathers features
-across processes (with gradient) and returns a dict of named terms like open_clip's losses:
-the total is the weighted sum of the entries, so a new term is one more key, logged for free.
+across processes (with gradient) and returns a dict of named, unweighted terms like open_clip's
+losses: the total is the weighted sum of the entries, so a new term is one more key, logged for free.
 
 Definitions (Fahim, Murphy, Fyshe 2024; Wang and Isola 2020), for a batch of N pairs:
   L_CLIP     = 0.5 CE(image->text) + 0.5 CE(text->image) over scale * I T^T
@@ -77,6 +77,8 @@ def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 class ContrastiveLoss(torch.nn.Module):
     """CLIP loss plus optional uniformity / alignment terms, exact under data parallelism.
+    Terms come back unweighted, so each is logged on its own scale; `term_weights` gives the
+    weights the total applies.
 
     Features are gathered with gradient; the CLIP loss uses the local rows against all
     columns (open_clip's "local loss"), and the labels are offset by rank. Uniformity terms
@@ -91,7 +93,8 @@ class ContrastiveLoss(torch.nn.Module):
 
     def forward(self, image: torch.Tensor, text: torch.Tensor,
                 logit_scale: torch.Tensor) -> dict[str, torch.Tensor]:
-        """image, text: [n, D] L2-normalised local embeddings. Returns weighted named terms."""
+        """image, text: [n, D] L2-normalised local embeddings. Returns the UNWEIGHTED terms whose
+        weight is not 0 (a term weighted 0 is not computed); `term_weights` gives the weights."""
         w = self.weights
         n = image.shape[0]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -102,14 +105,18 @@ class ContrastiveLoss(torch.nn.Module):
         labels = torch.arange(n, device=image.device) + n * rank
         out: dict[str, torch.Tensor] = {}
         if w.clip:
-            out["clip_loss"] = w.clip * 0.5 * (
-                clip_loss(image, all_text, logit_scale, labels)
-                + clip_loss(text, all_image, logit_scale, labels)
-            )
+            out["clip_loss"] = 0.5 * (clip_loss(image, all_text, logit_scale, labels)
+                                      + clip_loss(text, all_image, logit_scale, labels))
         if w.uniform:
-            out["uniform_loss"] = w.uniform * 0.5 * (uniformity(all_image) + uniformity(all_text))
+            out["uniform_loss"] = 0.5 * (uniformity(all_image) + uniformity(all_text))
         if w.xuniform:
-            out["xuniform_loss"] = w.xuniform * cross_uniformity(all_image, all_text)
+            out["xuniform_loss"] = cross_uniformity(all_image, all_text)
         if w.align:
-            out["align_loss"] = w.align * alignment(image, text)
+            out["align_loss"] = alignment(image, text)
         return out
+
+    def term_weights(self) -> dict[str, float]:
+        """The weight of each term `forward` returns, by its name."""
+        w = self.weights
+        named = {"clip_loss": w.clip, "uniform_loss": w.uniform, "xuniform_loss": w.xuniform, "align_loss": w.align}
+        return {k: v for k, v in named.items() if v}

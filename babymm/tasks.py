@@ -1,8 +1,9 @@
-"""Training recipes as values: a task turns one batch into named, weighted loss terms.
+"""Training recipes as values: a task turns one batch into named loss terms, and weighs them.
 
 Each model type names its task (`BabyModel.task`, a key of `TASKS`), and each task carries the dataclass of the
 loss flags it honours, so `--model_type text --uniform_weight 0` is refused rather than
-ignored. The training loop only sums the terms a task returns and calls `after_step`.
+ignored. A task returns its terms unweighted and names their `weights`; the training loop logs
+each term under its own name, sums them by weight into `loss`, and calls `after_step`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from babymm.losses import ContrastiveLoss, LossWeights
 from babymm.models.base import BabyModel, lm_loss
 
 Batch = dict[str, torch.Tensor]
+NumItems = dict[str, float]  # "caption" / "text": what each LM loss's token sum is divided by
 
 
 @dataclass
@@ -38,19 +40,33 @@ def _check_weights(args: LMLossArguments) -> None:
         raise ValueError(f"loss weights must be >= 0, got {negative}")
 
 
+def _normaliser(num_items: NumItems | None, key: str) -> float | None:
+    return None if num_items is None else num_items.get(key)
+
+
 class TextPretraining:
     """Stage 1: the decoder alone as a causal LM on text blocks."""
 
-    def loss_terms(self, decoder: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    weights: ClassVar[dict[str, float]] = {"text_loss": 1.0}
+
+    def loss_terms(self, decoder: torch.nn.Module, batch: Batch,
+                   num_items: NumItems | None = None) -> dict[str, torch.Tensor]:
         ids, mask = batch["text_input_ids"], batch["text_attention_mask"]
-        return {"text_loss": lm_loss(decoder(input_ids=ids, attention_mask=mask).logits, ids, mask)}
+        return {"text_loss": lm_loss(decoder(input_ids=ids, attention_mask=mask).logits, ids, mask,
+                                     _normaliser(num_items, "text"))}
 
     def after_step(self, model: BabyModel) -> None:
         pass
 
 
 class TextCaptioning:
-    """Stage 2 of the `text` type: captions as plain text, text batches mixed in."""
+    """Stage 2 of the `text` type: captions as plain text, text batches mixed in.
+
+    `loss_terms` returns each term UNWEIGHTED (logged on its own scale, the same in every stage)
+    and `weights` says how the training loop sums them into `loss`. A term weighted 0 is not
+    computed: with `--text_weight 0` no text batch is read (`uses_text`), so its words are not
+    counted as seen either.
+    """
 
     Arguments: ClassVar[type] = LMLossArguments
     reads_images: ClassVar[bool] = False
@@ -58,12 +74,39 @@ class TextCaptioning:
     def __init__(self, args: LMLossArguments):
         _check_weights(args)
         self.args = args
+        if not self.captioning:
+            raise ValueError("--caption_weight 0: stage 2 of the text type would read no captions; to train on "
+                             "text alone use --multimodal_steps 0 and more --text_pretrain_steps")
+        self.weights = {k: v for k, v in self._lm_weights().items() if v}
 
-    def loss_terms(self, model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        out = model(batch["input_ids"], batch["attention_mask"], text_input_ids=batch["text_input_ids"],
-                    text_attention_mask=batch["text_attention_mask"])
-        return {"caption_loss": self.args.caption_weight * out["caption_loss"],
-                "text_loss": self.args.text_weight * out["text_loss"]}
+    def _lm_weights(self) -> dict[str, float]:
+        return {"caption_loss": self.args.caption_weight, "text_loss": self.args.text_weight}
+
+    @property
+    def captioning(self) -> bool:
+        return self.args.caption_weight > 0
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether stage 2 reads text-only batches (their words then count as seen)."""
+        return self.args.text_weight > 0
+
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        """A term switched off leaves parameters without gradient (DDP must be told)."""
+        return False
+
+    def _text_inputs(self, batch: Batch, num_items: NumItems | None) -> dict:
+        if not self.uses_text:
+            return {}
+        return {"text_input_ids": batch["text_input_ids"], "text_attention_mask": batch["text_attention_mask"],
+                "text_items": _normaliser(num_items, "text")}
+
+    def loss_terms(self, model: torch.nn.Module, batch: Batch,
+                   num_items: NumItems | None = None) -> dict[str, torch.Tensor]:
+        out = model(batch["input_ids"], batch["attention_mask"], caption_items=_normaliser(num_items, "caption"),
+                    **self._text_inputs(batch, num_items))
+        return {k: out[k] for k in self.weights}
 
     def after_step(self, model: BabyModel) -> None:
         pass
@@ -71,22 +114,40 @@ class TextCaptioning:
 
 class ContrastiveCaptioning(TextCaptioning):
     """Stage 2 of every image-reading type: captioning LM given the image, text batches mixed
-    in, and the gap-closing contrastive loss (CLIP + uniformity + alignment) on the embeddings."""
+    in, and the gap-closing contrastive loss (CLIP + uniformity + alignment) on the embeddings.
+    With every contrastive weight 0 the embeddings are not computed (captioning only, as the
+    curriculum study trained); with `--caption_weight 0` the captioning pass is not run."""
 
     Arguments: ClassVar[type] = ContrastiveLossArguments
     reads_images: ClassVar[bool] = True
 
     def __init__(self, args: ContrastiveLossArguments):
-        super().__init__(args)
+        _check_weights(args)
+        self.args = args
         self.contrastive = ContrastiveLoss(LossWeights(args.clip_weight, args.uniform_weight,
                                                        args.align_weight, args.xuniform_weight))
+        if not (self.captioning or self.embeddings):
+            raise ValueError("--caption_weight and every contrastive weight are 0: stage 2 would train on no "
+                             "captions; to train on text alone use --multimodal_steps 0")
+        self.weights = {**{k: v for k, v in self._lm_weights().items() if v}, **self.contrastive.term_weights()}
 
-    def loss_terms(self, model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    @property
+    def embeddings(self) -> bool:
+        return bool(self.contrastive.term_weights())
+
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        return not (self.captioning and self.embeddings)
+
+    def loss_terms(self, model: torch.nn.Module, batch: Batch,
+                   num_items: NumItems | None = None) -> dict[str, torch.Tensor]:
         out = model(batch["input_ids"], batch["attention_mask"], images=batch["images"],
-                    text_input_ids=batch["text_input_ids"], text_attention_mask=batch["text_attention_mask"])
-        terms = {"caption_loss": self.args.caption_weight * out["caption_loss"],
-                 "text_loss": self.args.text_weight * out["text_loss"]}
-        terms.update(self.contrastive(out["image_embeds"].float(), out["text_embeds"].float(), out["logit_scale"]))
+                    caption_items=_normaliser(num_items, "caption"), captioning=self.captioning,
+                    embeddings=self.embeddings, **self._text_inputs(batch, num_items))
+        terms = {k: out[k] for k in ("caption_loss", "text_loss") if k in self.weights}
+        if self.embeddings:
+            terms.update(self.contrastive(out["image_embeds"].float(), out["text_embeds"].float(),
+                                          out["logit_scale"]))
         return terms
 
     def after_step(self, model: BabyModel) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from babymm.checkpoint import (
@@ -52,6 +52,7 @@ from babymm.checkpoint import (
 from babymm.config import RunConfig, parse_config, resume_differences
 from babymm.curriculum import CurriculumSpec, PacingSpec, load_curriculum, pacing_function
 from babymm.data import CaptionData, TextBlocks
+from babymm.environment import environment
 from babymm.files import DataError, atomic_dir, read_json, write_json_atomic
 from babymm.models import BabyModel, build_model, model_class
 from babymm.tasks import TextPretraining, task_for
@@ -121,8 +122,8 @@ def build(cfg: RunConfig, prepared: Prepared, tokenizer, captions: CaptionData) 
     model = build_model(m.resolve(**derived))
     longest = max(d.block_size, d.max_caption_tokens + model.prefix_tokens)
     if longest > m.max_positions:
-        raise ValueError(f"sequences of {longest} tokens (block size, or caption plus {model.prefix_tokens} image "
-                         f"tokens) exceed --max_positions {m.max_positions}")
+        raise ValueError(f"sequences of {longest} tokens (block size, or caption plus {model.prefix_tokens} extra "
+                         f"positions: image prefix or CLS) exceed --max_positions {m.max_positions}")
     return model
 
 
@@ -170,7 +171,8 @@ def gap_probe(cfg: RunConfig, data_dir: Path, model: BabyModel, tokenizer) -> Ga
     pairs = data_dir / "eval" / "captions" / "heldout.jsonl"
     if not pairs.exists():
         raise FileNotFoundError(f"the gap metrics during training need held-out pairs in {pairs}")
-    return GapProbe(model, tokenizer, pairs, cfg.train.eval_gap_pairs, cfg.train.eval_batch_size)
+    return GapProbe(model, tokenizer, pairs, cfg.train.eval_gap_pairs, cfg.train.eval_batch_size,
+                    max_tokens=cfg.data.max_caption_tokens)
 
 
 def set_threads(cfg: RunConfig, accelerator: Accelerator) -> None:
@@ -203,8 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     t.output_dir = str(out)
     # Accelerate treats torchrun's processes as MULTI_CPU (gloo) only when told it is on the CPU
     has_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
+    try:
+        task = task_for(model_class(cfg.model_type))(cfg.loss)
+    except ValueError:
+        task = None  # cfg.problems says why, below
+    # a loss term switched off leaves parameters without gradient, which DDP must be told of
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=task is not None and task.leaves_parameters_unused)
     accelerator = Accelerator(cpu=t.use_cpu or not has_accelerator, mixed_precision=t.mixed_precision,
-                              log_with=None if t.report_to == "none" else t.report_to, project_dir=str(out))
+                              log_with=None if t.report_to == "none" else t.report_to, project_dir=str(out),
+                              kwargs_handlers=[ddp])
     # every rank decides (before any rank writes), so none is left waiting for one that quit
     problems = cfg.problems(accelerator.num_processes)
     try:
@@ -226,17 +235,17 @@ def main(argv: list[str] | None = None) -> int:
             truncate_log(out / "metrics.jsonl", saved["metrics_bytes"] if saved else 0)
             with (out / "resumed.jsonl").open("a") as f:
                 f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "checkpoint": str(ckpt),
-                                    "step": saved["train_state"]["step"] if saved else 0}) + "\n")
+                                    "step": saved["train_state"]["step"] if saved else 0,
+                                    "environment": environment()}) + "\n")  # a resume may run elsewhere
             print(f"[train] resuming {out} from " + (f"{ckpt} (step {saved['train_state']['step']})" if saved
                   else "step 0: it holds no complete checkpoint"), flush=True)
     accelerator.wait_for_everyone()
-    task = task_for(model_class(cfg.model_type))(cfg.loss)
     try:
         with accelerator.main_process_first():
             d = cfg.data
             prepared = prepare(d.data_dir, d.curriculum, word_budget=d.word_budget, text_fraction=d.text_fraction,
                                data_seed=d.data_seed or 0, seed=t.seed, image_size=d.image_size,
-                               vocab_size=d.vocab_size, on_bad_record=d.on_bad_record,
+                               vocab_size=d.vocab_size, on_bad_record=d.on_bad_record, image_root=d.image_root,
                                vision_model=getattr(cfg.model, "vision_model", None),
                                vision_pooling=getattr(cfg.model, "vision_pooling", "cls"))
         check_budget(cfg, prepared)
@@ -269,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         if not resuming:
             write_json_atomic(out / "run_config.json", cfg.to_dict())
-        for name, src in (("curriculum_manifest.json", prepared.curriculum), ("word_counts.json", prepared.words)):
+            write_json_atomic(out / "environment.json", environment())  # packages, torch's build, CPU/GPU
+        # what it trained on: the data's ingest manifest (fingerprint, subset), how it was ordered, its words
+        for name, src in (("data_manifest.json", prepared.ingest), ("curriculum_manifest.json", prepared.curriculum),
+                          ("word_counts.json", prepared.words)):
             if src is not None:
                 shutil.copy(src / "manifest.json", out / name)
         print(f"[train] {cfg.model_type} ({cfg.preset}): {model.num_parameters() / 1e6:.2f}M parameters, "
@@ -292,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         fractions = read_json(curriculum_dir / "manifest.json").get("stage_fractions")
         cap = step_loader(captions, order, pacing_function(spec.pacing, fractions), t.multimodal_steps, t.batch_size,
                           t.seed + 2, accelerator, start)
+        if not task.uses_text:  # --text_weight 0: no text batch is read, and none of its words counted
+            return cap
         txt = step_loader(text, text_order, everything, t.multimodal_steps, t.text_batch_size, t.seed + 3,
                           accelerator, start)
         return with_text(cap, txt)
@@ -362,7 +376,8 @@ def check_data_fits(cfg: RunConfig, prepared: Prepared, captions: CaptionData, t
     if t.multimodal_steps and len(captions) < t.batch_size:
         raise ValueError(f"{len(captions):,} captions {why}, fewer than one batch of --batch_size {t.batch_size}; "
                          "raise the budget or lower the batch size")
-    if len(text) < t.text_batch_size:
+    reads_text = t.text_pretrain_steps > 0 or cfg.loss.text_weight > 0
+    if reads_text and len(text) < t.text_batch_size:
         raise ValueError(f"{len(text):,} text blocks of {cfg.data.block_size} tokens {why}, fewer than one batch of "
                          f"--text_batch_size {t.text_batch_size}; raise the budget or lower the batch size")
 

@@ -6,8 +6,9 @@ weights: the stage, the global and stage step, the words and tokens seen, the sk
 the schedule, and the loss sums not yet logged. Its `state_dict` is plain JSON. Batches are a
 pure function of (seed, step), so resuming at stage step k only starts the sampler at k.
 
-Each step all-reduces one small vector (the loss terms and the counts), so every rank holds the
-same global numbers: a non-finite loss on any rank stops or skips the step on all of them, the
+Each step all-reduces the batch's LM target counts before the forward (the LM losses are
+normalised by the global batch's count) and one small vector after it (the loss terms and the
+counts), so every rank holds the same global numbers: a non-finite loss on any rank stops or skips the step on all of them, the
 word counters are exact at every step (word milestones), and the main process's state is the
 whole run's.
 """
@@ -18,7 +19,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from babymm.curriculum import StepBatchSampler
+from babymm.models.base import lm_targets
 from babymm.optim import build_optimizer, build_scheduler
 
 Batch = dict[str, torch.Tensor]
@@ -37,7 +39,13 @@ COUNTERS = ("caption_words", "text_words", "text_tokens")
 
 
 class Task(Protocol):
-    def loss_terms(self, model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]: ...
+    """What a stage trains: `loss_terms` gives each term unweighted (logged under its own name);
+    `weights` names each term's weight in `loss` (a term it does not name weighs 1)."""
+
+    weights: Mapping[str, float]
+
+    def loss_terms(self, model: torch.nn.Module, batch: Batch,
+                   num_items: dict[str, float] | None = None) -> dict[str, torch.Tensor]: ...
 
     def after_step(self, model: torch.nn.Module) -> None: ...
 
@@ -159,6 +167,24 @@ def _counts(batch: Batch) -> list[float]:
     return [total("num_words"), total("text_num_words"), tokens]
 
 
+def _lm_targets(batch: Batch) -> list[float]:
+    """This rank's next-token targets in the caption and the text batch (what `lm_loss` sums)."""
+    return [float(lm_targets(batch[key])) if key in batch else 0.0
+            for key in ("attention_mask", "text_attention_mask")]
+
+
+def global_num_items(batch: Batch, accelerator: Accelerator) -> dict[str, float]:
+    """Each LM loss's normaliser: the GLOBAL batch's target count over the processes. Each rank
+    divides its token sum by it, so the mean over ranks that DDP's gradient averaging (and the
+    log) takes is the global batch's token mean, not a mean of per-rank means (transformers'
+    `num_items_in_batch`, scaled by the number of processes as its Trainer does)."""
+    local = _lm_targets(batch)
+    if accelerator.num_processes > 1:
+        local = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=accelerator.device),
+                                   reduction="sum").tolist()
+    return {k: max(v, 1.0) / accelerator.num_processes for k, v in zip(("caption", "text"), local, strict=True)}
+
+
 def _records(batch: Batch) -> str:
     """Which records a batch held, for an error message."""
     parts = []
@@ -201,9 +227,10 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
                dynamic_ncols=True)
     for batch in batches(state.stage_step):
         counts = _counts(batch)  # read on the host, before the batch moves to the device
+        num_items = global_num_items(batch, accelerator)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        losses = task.loss_terms(wrapped, batch)
-        loss = sum(losses.values())
+        losses = task.loss_terms(wrapped, batch, num_items)
+        loss = sum(task.weights.get(k, 1.0) * v for k, v in losses.items())
         names = [*losses, "loss"]
         local = torch.cat([torch.stack([v.detach().double() for v in (*losses.values(), loss)]),
                            torch.tensor(counts, dtype=torch.float64, device=accelerator.device)])

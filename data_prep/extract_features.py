@@ -4,7 +4,8 @@
 
 For raw-image data (captions/*.jsonl) trained with `--vision_encoder features --vision_model
 PATH`: every distinct image of the whole data's ingested captions is read from its original
-file (`DATA/<image_id>`, never the small ingested pixels), encoded once by the frozen model in
+file (`DATA/<image_id>`, or `IMAGE_ROOT/<image_id>` when ingest was given `--image_root`, as
+its manifest records; never the small ingested pixels), encoded once by the frozen model in
 PATH (babymm.frozen_vision) with the given pooling, and written as one row of `features.npy`
 ([N, D] float32, or [N, T, D] for `patch`), rows in sorted image_id order, listed in
 `image_ids.json`. Budgeted subsets select their captions from the whole data, so one
@@ -88,7 +89,8 @@ def extract_features(data_dir: str | Path, vision_model: str | Path, pooling: st
         return out
     captions = datasets.load_from_disk(str(ingest_stage.out_dir(data_dir) / "captions"))
     ids = image_ids(captions)
-    root = data_dir.absolute()
+    # the directory ingest resolved the image paths against (its manifest's image_root, else the data)
+    root = Path(upstream["image_root"]) if upstream.get("image_root") else data_dir.absolute()
 
     def paths(batch: list[str]) -> list[Path]:
         out = [lexical_path(i, root) for i in batch]

@@ -3,6 +3,7 @@
 Reads, under `--data_dir`:
   text/*.train                one utterance or paragraph per line (the text-only portion)
   captions/*.jsonl            {"image": path relative to the file (or absolute), "caption": str}
+                              (with --image_root DIR: relative to DIR, e.g. COCO's train2017/x.jpg)
   captions/X_captions.json    JSON list of captions, aligned by row with precomputed image
   + X_*.npy                   features (e.g. X_dino_v2_states_1of2.npy, _2of2.npy) [N, D] float32
 and writes two `datasets` datasets: `text` (text, source) and `captions` (caption, source,
@@ -15,6 +16,14 @@ naming file:line, or with `on_bad_record="skip"` is skipped and counted per file
 (`skipped_records` in the manifest). A problem with a whole file (empty captions file, truncated
 JSON or .npy, features of the wrong shape or dtype, captions and feature rows that do not align)
 is always an error.
+
+Images must lie inside the data directory (checked by name, so a symlinked image folder inside
+it is fine), or, with `--image_root DIR` (LLaVA's --image_folder), inside DIR: an image store
+kept once outside the data (COCO, CC3M) and shared by several caption files. Relative image
+paths then resolve against DIR, an absolute path or a `..` that leads out of DIR is a bad record
+naming file:line, and an image's `image_id` is its path relative to DIR. The root is part of
+the ingest fingerprint (another root is other data) and is recorded in the manifest
+(`image_root`), where feature extraction reads the images from.
 """
 
 from __future__ import annotations
@@ -40,7 +49,9 @@ from babymm.files import (
     DataError,
     atomic_dir,
     decode_line,
+    is_inside,
     iter_lines,
+    lexical_path,
     load_npy,
     parse_jsonl_line,
     read_json,
@@ -69,6 +80,9 @@ SPECIAL_STRINGS = (*(token for token, _ in SPECIALS.values()), IMAGE_TOKEN)
 _SPECIAL_MARK = "<"
 assert all(_SPECIAL_MARK in t for t in SPECIAL_STRINGS)
 WRITE_ROWS = 50_000  # rows per Arrow record batch written by ingest
+IMAGE_ROOT_HELP = ("directory the relative image paths of captions/*.jsonl resolve against, and the only place "
+                   "images may come from (e.g. a COCO or CC3M image store shared by several caption files); "
+                   "default: paths relative to each jsonl file, inside --data_dir")
 
 
 def out_dir(data_dir: Path, subset: str | None = None) -> Path:
@@ -120,7 +134,33 @@ def _feature_files(captions_json: Path) -> list[Path]:
     return [f for _, _, f in found]
 
 
-def _jsonl_images(files: list[Path], data_dir: Path) -> list[Path]:
+def image_root_of(image_root: str | Path | None) -> Path | None:
+    """`--image_root` made absolute by name (a symlink is not followed, as for the data
+    directory), or None; a DataError unless it is a directory."""
+    if image_root is None:
+        return None
+    root = Path(os.path.normpath(os.path.abspath(image_root)))
+    if not root.is_dir():
+        raise DataError(f"--image_root {image_root}: not a directory; pass the directory the caption files' "
+                        "image paths are relative to")
+    return root
+
+
+def _image_path(name: Any, jsonl: Path, data_dir: Path, image_root: Path | None, where: str) -> Path:
+    """The image a jsonl record names: relative to `image_root` and inside it, or (no root)
+    relative to the jsonl file and inside the data directory. BadRecord naming `where` otherwise."""
+    if image_root is None:
+        return record_image_path(name, jsonl.parent, data_dir, where)
+    if not isinstance(name, str) or not name.strip():
+        raise BadRecord(f"{where}: 'image' must be a path, got {name!r}; fix it", "bad image path")
+    path = lexical_path(name, image_root)
+    if not is_inside(path, image_root):
+        raise BadRecord(f"{where}: image path {name!r} is outside --image_root {image_root}; give it relative to "
+                        "that directory, without a '..' leading out of it", "image outside the image root")
+    return path
+
+
+def _jsonl_images(files: list[Path], data_dir: Path, image_root: Path | None = None) -> list[Path]:
     """The image files the jsonl records name (those that exist), for the ingest fingerprint:
     an image replaced in place must make the next ingest redo its work. Bad lines are left for
     the ingest itself to report."""
@@ -132,7 +172,7 @@ def _jsonl_images(files: list[Path], data_dir: Path) -> list[Path]:
                 image = Path(record["image"])
             except (ValueError, KeyError, TypeError):
                 continue
-            image = image if image.is_absolute() else path.parent / image
+            image = image if image.is_absolute() else (image_root or path.parent) / image
             if image.is_file():
                 images.add(image)
     return sorted(images)
@@ -202,7 +242,8 @@ def _count_lines(path: Path) -> int:
 
 
 def _read_jsonl_captions(files: list[Path], image_size: int, data_dir: Path,
-                         skipped: dict[str, dict[str, int]], on_bad: str) -> Iterator[dict[str, Any]]:
+                         skipped: dict[str, dict[str, int]], on_bad: str,
+                         image_root: Path | None = None) -> Iterator[dict[str, Any]]:
     for path in files:
         lines = iter_lines(path)
         for lineno, raw in tqdm(lines, desc=f"ingest {path.name}", unit="img", total=_count_lines(path)):
@@ -223,18 +264,18 @@ def _read_jsonl_captions(files: list[Path], image_size: int, data_dir: Path,
             if caption is None:
                 bad(reason, f"{where}: {problem}")
                 continue
-            try:  # the image path is relative to the jsonl file, or absolute
-                image = record_image_path(record["image"], path.parent, data_dir, where)
+            try:  # the image path is relative to the jsonl file (or --image_root), or absolute
+                image = _image_path(record["image"], path, data_dir, image_root, where)
                 pixels = load_record_image(image, image_size, where, fix="remove the record")
             except BadRecord as e:
                 bad(e.reason, str(e))
                 continue
             yield {"caption": caption, "source": path.stem, "num_words": count_words(caption),
-                   "image_id": _image_id(image, data_dir), "pixel_values": pixels}
+                   "image_id": _image_id(image, image_root or data_dir), "pixel_values": pixels}
 
 
 def _image_id(image: Path, data_dir: Path) -> str:
-    """The image a caption shows, as a path relative to the data directory:
+    """The image a caption shows, as a path relative to the data directory (or --image_root):
     captions with the same id share an image (a budget keeps them together; `nouns` takes their max)."""
     return Path(os.path.relpath(os.path.abspath(image), os.path.abspath(data_dir))).as_posix()
 
@@ -346,17 +387,23 @@ def load_text(data_dir: Path, subset: str | None = None) -> datasets.Dataset | N
     return datasets.load_from_disk(str(path)) if path.exists() else None
 
 
-def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad_record: str = "error") -> Path:
+def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad_record: str = "error",
+           image_root: str | Path | None = None) -> Path:
     """`on_bad_record`: "error" (a bad record stops the stage with file:line) or "skip" (it is
-    left out and counted in the manifest's `skipped_records`)."""
-    data_dir = Path(data_dir)
+    left out and counted in the manifest's `skipped_records`). `image_root`: the directory the
+    jsonl image paths are relative to and confined to (default: each jsonl file's directory,
+    confined to `data_dir`)."""
+    data_dir = Path(os.path.abspath(data_dir))  # one fingerprint however it is written (links kept)
     if on_bad_record not in ON_BAD_RECORD:
         raise DataError(f"on_bad_record {on_bad_record!r} unknown; use one of {', '.join(ON_BAD_RECORD)}")
+    root = image_root_of(image_root)
     text_files, jsonl_files, feat_files = _source_files(data_dir)
     # what ingest reads: the text and caption files, the feature files, and the images
     all_inputs = (text_files + jsonl_files + feat_files + [f for p in feat_files for f in _feature_files(p)]
-                  + _jsonl_images(jsonl_files, data_dir))
-    fp = fingerprint(STAGE, VERSION, file_fingerprint(all_inputs), image_size, on_bad_record)
+                  + _jsonl_images(jsonl_files, data_dir, root))
+    # another image root is other data (the same names, other images); none leaves the old fingerprint
+    fp = fingerprint(STAGE, VERSION, file_fingerprint(all_inputs), image_size, on_bad_record,
+                     *([str(root)] if root is not None else []))
     out = out_dir(data_dir)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
@@ -392,7 +439,7 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad
             cap_ds = _from_generator(
                 _read_jsonl_captions, features=features, cache_dir=str(cache),
                 gen_kwargs={"files": jsonl_files, "image_size": image_size, "data_dir": data_dir,
-                            "skipped": skipped, "on_bad": on_bad_record})
+                            "skipped": skipped, "on_bad": on_bad_record, "image_root": root})
             image_input = "pixels"
         elif feat_files:  # the columns and types Dataset.from_list inferred
             cache.mkdir(exist_ok=True)
@@ -415,7 +462,8 @@ def ingest(data_dir: Path, image_size: int = 32, overwrite: bool = False, on_bad
         del cap_ds
         shutil.rmtree(cache, ignore_errors=True)
         write_manifest(
-            tmp, STAGE, fp, data_dir=str(data_dir.resolve()), image_size=image_size,
+            tmp, STAGE, fp, data_dir=str(data_dir.resolve()), image_root=str(root) if root is not None else None,
+            image_size=image_size,
             image_input=image_input, feature_files=feature_files,
             text_files=[str(p) for p in text_files], caption_files=[str(p) for p in jsonl_files + feat_files],
             text_lines=n_text, captions=n_caps, blank_text_lines_skipped=blank,
@@ -440,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--on_bad_record", choices=ON_BAD_RECORD, default="error",
                    help="a bad text line or caption record: stop with its file:line (error), or leave it "
                         "out and count it in the manifest (skip)")
-    return run_cli(p, argv, lambda a: ingest(a.data_dir, a.image_size, a.overwrite, a.on_bad_record))
+    p.add_argument("--image_root", type=Path, default=None, help=IMAGE_ROOT_HELP)
+    return run_cli(p, argv, lambda a: ingest(a.data_dir, a.image_size, a.overwrite, a.on_bad_record, a.image_root))
 
 
 if __name__ == "__main__":

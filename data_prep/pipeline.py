@@ -6,7 +6,9 @@ ingest -> [budget] -> count words -> train tokenizer -> tokenize text -> score c
 curriculum [-> frozen-encoder features]. Every stage is idempotent, so this is also what
 training calls to make sure its inputs exist. If `data_dir` is the built-in world's default
 location and holds nothing, or is missing or empty and named with `--word_budget`, the world is
-generated first (never downloaded).
+generated first (never downloaded; at a budget, with `--text_fraction` of its words text).
+`--image_root DIR`: caption jsonl files whose images live outside the data directory (see
+data_prep.ingest).
 """
 
 from __future__ import annotations
@@ -48,18 +50,28 @@ class Prepared:
     features: Path | None = None  # frozen-encoder features of raw training images (--vision_model)
 
 
-def _world_for(data_dir: Path, word_budget: int | None, image_size: int, build_world: bool | None) -> None:
+def _world_for(data_dir: Path, word_budget: int | None, image_size: int, build_world: bool | None,
+               text_fraction: float = 0.5) -> None:
     """Generate the built-in world when `data_dir` is its default location and holds nothing, or
-    is missing or empty and named with a budget (then at that budget); regenerate an older
-    version in place with its own parameters."""
+    is missing or empty and named with a budget (then at that budget, with `text_fraction` of
+    its words text, so the budget stage, which uses such a world whole, takes the fraction asked);
+    regenerate an older version in place with its own parameters."""
     if build_world is None:
         empty = not data_dir.exists() or not any(data_dir.iterdir())
         build_world = data_dir.resolve() == WORLD_DEFAULT_DIR.resolve() or (word_budget is not None and empty)
     manifest = data_dir / "world.json"
     if build_world and not manifest.exists():
         budget = word_budget or world.DEFAULT_BUDGET
-        log("pipeline", f"{data_dir} has no data: generating the built-in world ({budget:,} words)")
-        world.generate_world(data_dir, word_budget=budget, seed=0, image_size=image_size)
+        split = {}  # the world's own default split, unless a budget names one
+        if word_budget is not None:
+            if not 0 < text_fraction < 1:
+                raise DataError(f"--text_fraction {text_fraction:g}: the built-in world always has text and captions, "
+                                f"so {data_dir} cannot be generated with it; pass a fraction between 0 and 1, or a "
+                                "--data_dir that holds data")
+            split = {"caption_fraction": round(1 - text_fraction, 12)}  # 1 - 0.9 is 0.09999999999999998
+        log("pipeline", f"{data_dir} has no data: generating the built-in world ({budget:,} words"
+                        + (f", text fraction {text_fraction:g})" if split else ")"))
+        world.generate_world(data_dir, word_budget=budget, seed=0, image_size=image_size, **split)
     elif build_world and (old := json.loads(manifest.read_text())["params"]).get("version") != world.VERSION:
         # another version's eval sets would be scored as if they were this version's
         log("pipeline", f"{data_dir} holds {old.get('version', 'an older world')}: regenerating it as "
@@ -72,7 +84,8 @@ def _world_for(data_dir: Path, word_budget: int | None, image_size: int, build_w
 def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: int | None = None,
             text_fraction: float = 0.5, data_seed: int = 0, image_size: int = 32, vocab_size: int = 2048,
             seed: int = 0, build_world: bool | None = None, on_bad_record: str = "error",
-            vision_model: str | None = None, vision_pooling: str = "cls") -> Prepared:
+            vision_model: str | None = None, vision_pooling: str = "cls",
+            image_root: str | Path | None = None) -> Prepared:
     """Run every stage that is not up to date.
 
     `word_budget`: train on exactly that many words (text + captions), `text_fraction` of them
@@ -83,10 +96,12 @@ def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: in
     `seed` (the run's) breaks the curriculum's ties and draws its random order. `on_bad_record`:
     a bad text line or caption record stops ingest with its file:line ("error") or is skipped
     and counted ("skip"). `vision_model`: a local frozen vision model that turns raw training
-    images into features once (data_prep.extract_features)."""
+    images into features once (data_prep.extract_features). `image_root`: where the relative
+    image paths of captions/*.jsonl point, and the one directory images may come from (default:
+    paths relative to each jsonl file, confined to `data_dir`; see data_prep.ingest)."""
     data_dir = Path(data_dir)
-    _world_for(data_dir, word_budget, image_size, build_world)
-    ing = ingest.ingest(data_dir, image_size=image_size, on_bad_record=on_bad_record)
+    _world_for(data_dir, word_budget, image_size, build_world, text_fraction)
+    ing = ingest.ingest(data_dir, image_size=image_size, on_bad_record=on_bad_record, image_root=image_root)
     subset = None
     if word_budget is not None:
         subset = budget.make_budget(data_dir, budget.Budget(word_budget, text_fraction, data_seed))
@@ -130,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                         "out and count it in the ingest manifest (skip)")
     p.add_argument("--vision_model", default=None, help="local frozen vision model: raw images -> features")
     p.add_argument("--vision_pooling", default="cls", choices=POOLINGS)
+    p.add_argument("--image_root", type=Path, default=None, help=ingest.IMAGE_ROOT_HELP)
 
     def run(a: argparse.Namespace) -> Prepared:
         if a.word_budget is None and (a.text_fraction != 0.5 or a.data_seed != 0):
             raise DataError("--text_fraction and --data_seed shape a --word_budget draw; pass --word_budget too")
         return prepare(a.data_dir, a.curriculum, word_budget=a.word_budget, text_fraction=a.text_fraction,
                        data_seed=a.data_seed, seed=a.seed, image_size=a.image_size, vocab_size=a.vocab_size,
-                       on_bad_record=a.on_bad_record, vision_model=a.vision_model, vision_pooling=a.vision_pooling)
+                       on_bad_record=a.on_bad_record, vision_model=a.vision_model, vision_pooling=a.vision_pooling,
+                       image_root=a.image_root)
 
     return run_cli(p, argv, run)
 

@@ -1,12 +1,17 @@
 """Stage 4: score caption difficulty with a registered scorer -> `prepared/scores/<scorer>[-args]/`.
 
 `scores.npy` holds one float per ingested caption (higher = harder), in caption order; the
-manifest holds the scorer, its arguments and the quartiles. `scores_table` puts several
-scorers side by side as columns of one pandas table (`--export scores.csv`).
+manifest holds the scorer, its arguments, its code version and the quartiles. Scores are
+reused while the ingested data, the scorer, its arguments, the files they name and the
+scorer's code (`code_version`) are unchanged, and recomputed when any of them changes.
+`scores_table` puts several scorers side by side as columns of one pandas table
+(`--export scores.csv`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -18,6 +23,7 @@ import pandas as pd
 
 from babymm.files import DataError, atomic_dir, write_text_atomic
 from data_prep import ingest as ingest_stage
+from data_prep import scorers as scorers_module
 from data_prep.scorers import RUNTIME_ARGS, SCORERS, ScoringContext, input_paths
 from data_prep.stage import (
     file_fingerprint,
@@ -54,6 +60,32 @@ def _inputs_fingerprint(ctx: ScoringContext, scorer: str) -> str:
     return file_fingerprint(files)
 
 
+def code_version(scorer: str) -> str:
+    """A hash of the scorer's code, with its name: the source of data_prep/scorers.py (every
+    shipped scorer, and the helpers, constants and registries they share, live there) and of
+    the module file the scorer is defined in, if elsewhere (for `combined`, of every registered
+    scorer's: its components are named by its arguments). Whole files, not the scorer
+    function's own source, because a scorer's result also depends on the helpers and constants
+    beside it (caption_words, WORD_PUNCT, POS_MODEL, ...) and on the scorers it calls: an edit
+    anywhere in those files rescores, which is cheap next to silently reusing scores of old
+    code. Code outside them (babymm's model classes that `alignment` loads, installed
+    packages) is not covered; the model and norms files the arguments name are, by
+    `_inputs_fingerprint`."""
+    files = {Path(scorers_module.__file__).resolve()}
+    h = hashlib.sha256(scorer.encode())
+    for fn in SCORERS.values() if scorer == "combined" else [SCORERS[scorer]]:
+        if getattr(fn, "__module__", None) == scorers_module.__name__:
+            continue  # its source is scorers.py's
+        try:
+            files.add(Path(inspect.getsourcefile(fn)).resolve())
+        except TypeError:  # no source file (built in, or made at run time): its bytecode stands for it
+            code = getattr(fn, "__code__", None)
+            h.update(code.co_code + repr(code.co_consts).encode() if code is not None else repr(fn).encode())
+    for f in sorted(files):
+        h.update(str(f.name).encode() + b"\0" + (f.read_bytes() if f.is_file() else b"") + b"\0")
+    return h.hexdigest()[:16]
+
+
 def _scoring_args(scorer: str, args: dict[str, Any]) -> dict[str, Any]:
     """The arguments that change scores: not those that only change speed (num_proc, batch_size)."""
     return {k: v for k, v in args.items() if k not in RUNTIME_ARGS.get(scorer, ())}
@@ -71,7 +103,9 @@ def score_captions(data_dir: Path, scorer: str, overwrite: bool = False, args: d
                              [c for c in ("caption", "image_id", "source", "num_words") if c in captions.column_names]),
                          text=None, data_dir=data_dir, args=args,
                          ingest_dir=ingest_stage.out_dir(data_dir, subset))
-    fp = fingerprint(STAGE, upstream["fingerprint"], scorer, _scoring_args(scorer, args), _inputs_fingerprint(ctx, scorer))
+    version = code_version(scorer)
+    fp = fingerprint(STAGE, upstream["fingerprint"], scorer, _scoring_args(scorer, args), _inputs_fingerprint(ctx, scorer),
+                     version)
     out = out_dir(data_dir, scorer, args, subset)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
@@ -84,7 +118,8 @@ def score_captions(data_dir: Path, scorer: str, overwrite: bool = False, args: d
     q = np.quantile(scores, [0.0, 0.25, 0.5, 0.75, 1.0]).round(4).tolist()
     with atomic_dir(out) as tmp:
         np.save(tmp / "scores.npy", scores)
-        write_manifest(tmp, STAGE, fp, scorer=scorer, scorer_args=args, column=column_name(scorer, args),
+        write_manifest(tmp, STAGE, fp, scorer=scorer, scorer_args=args, code_version=version,
+                       column=column_name(scorer, args),
                        captions=len(scores), mean=float(scores.mean()), quantiles_0_25_50_75_100=q)
     log(STAGE, f"{scorer}: {len(scores)} captions, quartiles {q} -> {out}")
     return out

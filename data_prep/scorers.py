@@ -16,7 +16,6 @@ trained babymm model) and combined (a weighted mean of other scorers' percentile
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import string
 import warnings
@@ -362,7 +361,7 @@ def alignment(ctx: ScoringContext) -> np.ndarray:
     device (cuda if present, else cpu)."""
     import torch
 
-    from babymm.data import CaptionData
+    from babymm.data import CaptionData, caption_max_tokens
     from babymm.models import load_model
     from babymm.tokenizer import load_tokenizer
     from data_prep import ingest as ingest_stage
@@ -376,9 +375,8 @@ def alignment(ctx: ScoringContext) -> np.ndarray:
     if not model.has_vision:
         raise DataError(f"scorer_args.model {path}: a {model.config.model_type!r} model has no image embeddings; "
                         "alignment needs a vision-language run (git, flamingo or coca)")
-    run_config = path / "run_config.json"
-    saved = json.loads(run_config.read_text()).get("data", {}) if run_config.is_file() else {}
-    max_tokens = _arg(ctx, "max_tokens", saved.get("max_caption_tokens", 40), low=2)
+    # captions become tokens as the model's training made them (babymm.data.tokenize_captions)
+    max_tokens = _arg(ctx, "max_tokens", None if "max_tokens" in ctx.args else caption_max_tokens(path), low=2)
     batch_size, device = _arg(ctx, "batch_size", 64), _device(ctx)
     ingest_dir = Path(ctx.ingest_dir) if ctx.ingest_dir is not None else ingest_stage.out_dir(ctx.data_dir)
     texts = CaptionData(ingest_dir, tok, max_tokens, with_images=False)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from babymm.data import tokenize_captions
+from babymm.data import DEFAULT_MAX_CAPTION_TOKENS, tokenize_captions
 from babymm.files import (
     DataError,
     atomic_dir,
@@ -290,8 +290,11 @@ def vqa(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
 
 @torch.no_grad()
 def embed_texts(model: VisionLanguageModel, tok: PreTrainedTokenizerBase, texts: Sequence[str],
-                batch_size: int = 64, max_tokens: int = 40) -> torch.Tensor:
-    """Normalised text embeddings [N, E], read with no image in context."""
+                batch_size: int = 64, max_tokens: int = DEFAULT_MAX_CAPTION_TOKENS) -> torch.Tensor:
+    """Normalised text embeddings [N, E], read with no image in context, of the texts tokenized
+    as training tokenizes captions (`babymm.data.tokenize_captions`). `max_tokens`: the run's
+    --max_caption_tokens (`babymm.data.caption_max_tokens(run_dir)`), so that a caption longer
+    than that is embedded from the tokens the run was trained on, ending in `</s>`."""
     model.eval()
     dev, out = _device(model), []
     for i in range(0, len(texts), batch_size):
@@ -317,23 +320,27 @@ def heldout_pairs(model: BabyModel, jsonl: Path, limit: int | None = None
     return items, EvalImages(model, jsonl.parent)([it["image"] for it in items], where)
 
 
-def embedding_metrics(model: BabyModel, tok: PreTrainedTokenizerBase, jsonl: Path,
-                      batch_size: int = 64) -> tuple[dict[str, Any], Records]:
-    """Gap metrics and retrieval on held-out pairs; identical captions are one gallery entry."""
+def embedding_metrics(model: BabyModel, tok: PreTrainedTokenizerBase, jsonl: Path, batch_size: int = 64,
+                      max_tokens: int = DEFAULT_MAX_CAPTION_TOKENS) -> tuple[dict[str, Any], Records]:
+    """Gap metrics and retrieval on held-out pairs; identical captions are one gallery entry.
+    Captions are cut to `max_tokens`, the run's --max_caption_tokens (`embed_texts`)."""
     if not model.has_vision:
         raise TaskSkipped(f"a {model.config.model_type} model has no image embeddings")
     items, images = heldout_pairs(model, jsonl)
     captions = [it["caption"] for it in items]
-    image_emb, text_emb = embed_images(model, images, batch_size), embed_texts(model, tok, captions, batch_size)
+    image_emb = embed_images(model, images, batch_size)
+    text_emb = embed_texts(model, tok, captions, batch_size, max_tokens=max_tokens)
     return {k: float(v) for k, v in gap_report(image_emb, text_emb, texts=captions).items()}, {}
 
 
 def zero_shot(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path, batch_size: int = 64,
-              templates: Sequence[str] = ZERO_SHOT_TEMPLATES) -> tuple[dict[str, Any], Records]:
+              templates: Sequence[str] = ZERO_SHOT_TEMPLATES,
+              max_tokens: int = DEFAULT_MAX_CAPTION_TOKENS) -> tuple[dict[str, Any], Records]:
     """Every `*.jsonl` (`image`, `label`, `labels`) is one classification subtask, scored by
     embedding similarity to the class prompts' mean embedding and by the mean over prompts of
     log P(prompt | image); chance is 1 / classes. With no vision only the likelihood is scored
-    (with no image), the no-vision control."""
+    (with no image), the no-vision control. The prompts are embedded as captions, cut to
+    `max_tokens` (the run's --max_caption_tokens); their likelihood is of the whole prompt."""
     metrics: dict[str, Any] = {}
     records: Records = {}
     paths = sorted(data_dir.glob("*.jsonl"))
@@ -357,7 +364,8 @@ def zero_shot(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path, ba
         sub: dict[str, Any] = {"chance": 1.0 / len(classes)}
         if model.has_vision:
             # by embedding: cosine to each class's mean prompt embedding (prompt ensembling)
-            class_emb = embed_texts(model, tok, prompts, batch_size).view(len(classes), len(templates), -1)
+            class_emb = embed_texts(model, tok, prompts, batch_size, max_tokens=max_tokens)
+            class_emb = class_emb.view(len(classes), len(templates), -1)
             class_emb = torch.nn.functional.normalize(class_emb.mean(1), dim=-1)  # [C, E]
             sims = (embed_images(model, images, batch_size) @ class_emb.T).numpy()  # [N, C]
             hits_e, records[path.stem] = choice_records(ids, options, sims, target)

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from babymm.data import caption_max_tokens
 from babymm.files import write_json_atomic, write_text_atomic
 from babymm.tokenizer import load_tokenizer
 from eval import multimodal
@@ -87,17 +88,19 @@ def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int) -> dict[s
             return _skip(f"no {src}/*.jsonl")
         return lambda: score_suite(lm(), kind, src, work)
 
-    def image(fn: Callable[..., tuple[dict[str, Any], Records]], src: Path) -> TaskFn:
+    def image(fn: Callable[..., tuple[dict[str, Any], Records]], src: Path, embeds_text: bool = False) -> TaskFn:
         if not src.exists():
             return _skip(f"no {src}")
+        if embeds_text:  # captions become tokens as the run's training made them: its --max_caption_tokens
+            return lambda: fn(*model(), src, batch_size, max_tokens=caption_max_tokens(run_dir))
         return lambda: fn(*model(), src, batch_size)
 
     tasks = {kind: text(kind) for kind in SUITES}
     tasks.update({
         "winoground": image(multimodal.winoground, eval_dir / "winoground"),
         "vqa": image(multimodal.vqa, eval_dir / "vqa"),
-        "zeroshot": image(multimodal.zero_shot, eval_dir / "zeroshot"),
-        "embeddings": image(multimodal.embedding_metrics, eval_dir / "captions" / "heldout.jsonl"),
+        "zeroshot": image(multimodal.zero_shot, eval_dir / "zeroshot", embeds_text=True),
+        "embeddings": image(multimodal.embedding_metrics, eval_dir / "captions" / "heldout.jsonl", embeds_text=True),
     })
     return tasks
 

@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
     .venv/bin/python -m pip install -q -U pip
     .venv/bin/pip install -q torch==2.13.0        # the CPU build; a GPU machine may use its own
-    .venv/bin/pip install -q -e ".[dev,nouns,frequency]"  # the extras: the nouns and frequency scorers
+    .venv/bin/pip install -q -c constraints.txt -e ".[dev,nouns,frequency]"  # pinned versions; the extras: the nouns and frequency scorers
 fi
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -38,16 +37,11 @@ def run(cmd: list[str]) -> float:
 
 
 def machine() -> str:
-    import torch
+    """The machine line of reproduce.md: babymm.environment's one-line summary (each run's own
+    RUN/environment.json has the full record)."""
+    from babymm.environment import describe, environment
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, Python {platform.python_version()}, "
-            f"{torch.get_num_threads()} threads")
+    return describe(environment())
 
 
 def plot_gap_curves(runs: dict[str, list[Path]], path: Path) -> None:

@@ -7,7 +7,7 @@ The YAML config names the grid's axes and what every run shares:
 
     model_type: [git, flamingo, coca, text]   # babymm model types
     curriculum: [length, random]              # names of curricula/*.yaml
-    text_pretrain: [true, false]              # false: --text_pretrain_steps 0
+    text_pretrain: [true, matched]            # matched (or false), unmatched: --text_pretrain_steps 0
     loss: [cua, clip]                         # cua: default weights; clip: --uniform_weight 0 --align_weight 0
     word_budget: [null, 250000]               # null: the data as it is
     seed: [0, 1, 2]
@@ -26,6 +26,20 @@ image-reading types only; `eval_steps`, the gap probe, not to `text`); a key no 
 grid has is refused. Keys the grid or `launch` sets (seed, curriculum, loss weights,
 data_dir, word_budget, output_dir, num_threads, mixed_precision, ...) are refused there.
 
+Text pretraining, compared at equal words: `true` runs stage 1 (P = text_pretrain_steps steps of
+B = text_batch_size text blocks) then stage 2 (M = multimodal_steps steps, B text blocks each, with
+the captions). `matched` (what `false` means) skips stage 1 and mixes its P*B text blocks into
+stage 2, as the BabyLM tracks count words: `--text_pretrain_steps 0 --text_batch_size B'`, B' the
+multiple of launch.num_processes nearest B + P*B/M, so it trains on as much text (the rounding's
+residual, in blocks and tokens, is printed by --dry_run and in conditions.md) in P fewer
+optimizer steps. `unmatched` skips stage 1 with nothing in its place (`--text_pretrain_steps 0`
+alone): P*B fewer text blocks and P fewer steps, so pretraining is confounded with words and
+compute; kept for that comparison by name. A curriculum that sets stage 2's length from the data
+(epochs_per_stage) cannot be matched (a ConfigError). Runs are named `pre`, `nopre_matched` or
+`nopre_unmatched`, and so labelled in the tables; runs.csv also gives each run's planned
+`text_blocks` and the `words_seen` it logged (text + captions). A run directory named `-nopre-`
+(made before matched existed: unmatched) is never read as either; the sweep says so.
+
 Word budgets: on the built-in world, budget N trains on its own world, `<data_dir>-Nw` (e.g.
 data/world-250000w), generated on first use with the parameters of the world in data_dir
 (seed, image size, eval scale), so a budget's text comes from the same generator at that size.
@@ -33,7 +47,8 @@ On real data (no world.json in data_dir, and data_dir not the default data/world
 gets the data_dir itself and `--word_budget N`: an exact draw of N words (data_prep.budget),
 seeded by the run's seed unless train_flags sets `data_seed`.
 
-Each run is named from its settings, `<type>-<curriculum>-<pre|nopre>-<loss>[-b<budget>]-s<seed>`
+Each run is named from its settings,
+`<type>-<curriculum>-<pre|nopre_matched|nopre_unmatched>-<loss>[-b<budget>]-s<seed>`
 (e.g. git-length-pre-cua-b250000-s0), in OUT/<name>. A run whose directory holds results.json
 is skipped; one whose run_config.json differs from what the config asks now in a field that
 changes what a run learns (steps, sizes, rates, ...: all but `eval.compare.NOT_A_CONDITION`) is
@@ -50,7 +65,8 @@ and a one-line status with the elapsed time to stdout. A failed run is reported 
 Then (and with `--collect_only`, which trains nothing) every run of the grid with results.json
 is read with `eval.compare.load_runs`, and OUT gets: runs.csv (a row per run), conditions.csv
 and conditions.md (a row per condition: mean ± s.d. over its seeds, ddof 1, and the number of
-seeds), by_model_type.png (a panel per main score, bars per model type grouped by curriculum,
+seeds; its header says what each text_pretrain value trained on and the machines, from
+babymm.environment and each run's environment.json), by_model_type.png (a panel per main score, bars per model type grouped by curriculum,
 error bars ± 1 s.d. over seeds, chance dashed) and, with more than one word budget,
 by_word_budget.png (score against budget per model type). Files are written atomically.
 """
@@ -105,8 +121,13 @@ SET_BY_SWEEP = {
 # no flag of a type without vision: the gap probe during training needs image embeddings
 VISION_ONLY = {"eval_steps"}
 MAIN_SCORES = ("BLiMP", "EWoK", "Winoground", "VQA", "zero-shot (LL)", "R@1 i->t")
-AS_IS = "as-is"
-RESUME, RETRAIN = "partial run, resumed from its newest checkpoint", "partial run of other settings, retrained"  # how a null word budget (the data as it is) reads in the tables
+AS_IS = "as-is"  # how a null word budget (the data as it is) reads in the tables
+RESUME, RETRAIN = "partial run, resumed from its newest checkpoint", "partial run of other settings, retrained"
+# the text_pretrain axis: each value's label, in run names and tables
+PRE, MATCHED, UNMATCHED = "pre", "nopre_matched", "nopre_unmatched"
+LEGACY_NOPRE = "nopre"  # the name of a no-pretraining run before matched existed (it was unmatched)
+PRETRAIN_HELP = ("true (stage 1 runs), matched or false (no stage 1; its text blocks are mixed into stage 2: "
+                 "equal words seen) or unmatched (no stage 1 and nothing in its place: fewer words and steps)")
 
 
 class ConfigError(ValueError):
@@ -117,21 +138,64 @@ class ConfigError(ValueError):
 class Run:
     model_type: str
     curriculum: str
-    text_pretrain: bool
+    text_pretrain: str  # PRE, MATCHED or UNMATCHED (see pretrain_label)
     loss: str  # cua, clip, or "none" for a type without a contrastive loss
     word_budget: int | None
     seed: int
 
     @property
     def name(self) -> str:
-        pre = "pre" if self.text_pretrain else "nopre"
         budget = "" if self.word_budget is None else f"-b{self.word_budget}"
-        return f"{self.model_type}-{self.curriculum}-{pre}-{self.loss}{budget}-s{self.seed}"
+        return f"{self.model_type}-{self.curriculum}-{self.text_pretrain}-{self.loss}{budget}-s{self.seed}"
 
     def row(self) -> dict[str, Any]:
         return {"model_type": self.model_type, "curriculum": self.curriculum, "text_pretrain": self.text_pretrain,
                 "loss": self.loss, "word_budget": AS_IS if self.word_budget is None else self.word_budget,
                 "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """The text blocks (block_size tokens each) a run trains on, beside the pretraining run of its
+    condition (same type, curriculum and flags): stage 1 of P steps and stage 2 of M steps, each
+    taking B blocks a step. A matched run skips stage 1 and takes B' blocks a stage-2 step, the
+    multiple of the processes nearest B + P*B/M; the rounding's residual is `residual` blocks."""
+
+    label: str  # PRE, MATCHED or UNMATCHED
+    pretrain_steps: int  # P
+    multimodal_steps: int  # M
+    text_batch_size: int  # B
+    stage2_batch: int  # this run's stage-2 text batch: B' if matched, else B
+    block_size: int
+
+    @property
+    def blocks(self) -> int:
+        stage1 = self.pretrain_steps * self.text_batch_size if self.label == PRE else 0
+        return stage1 + self.multimodal_steps * self.stage2_batch
+
+    @property
+    def pre_blocks(self) -> int:
+        return (self.pretrain_steps + self.multimodal_steps) * self.text_batch_size
+
+    @property
+    def residual(self) -> int:
+        """This run's text blocks less the pretraining run's (0 for it; rounding for a matched one)."""
+        return self.blocks - self.pre_blocks
+
+    def describe(self) -> str:
+        B, M, P = self.text_batch_size, self.multimodal_steps, self.pretrain_steps
+        total = f"{self.blocks:,} text blocks of {self.block_size} tokens"
+        if self.label == PRE:
+            return f"{PRE} = stage 1 ({P} steps x {B} text blocks), then stage 2 ({M} steps x {B}): {total}"
+        r = self.residual
+        diff = "as many as pre" if not r else (f"{abs(r):,} {'more' if r > 0 else 'fewer'} than pre "
+                                               f"({abs(r) * self.block_size:,} tokens")
+        if self.label == MATCHED:
+            return (f"{MATCHED} = no stage 1, its text mixed into stage 2 ({M} steps x {self.stage2_batch} text "
+                    f"blocks, raised from {B}): {total}, {diff}{', from rounding)' if r else ''}; "
+                    f"{P} fewer optimizer steps")
+        return (f"{UNMATCHED} = no stage 1 and nothing in its place (stage 2: {M} steps x {B}): {total}, "
+                f"{diff}{')' if r else ''} and {P} fewer optimizer steps")
 
 
 @dataclass
@@ -142,6 +206,7 @@ class Sweep:
     launch: dict[str, Any]
     source: str  # the config file, for messages
     flags_of: dict[str, set[str]] = field(default_factory=dict)  # model type -> its train.py flags
+    plans: dict[tuple[str, str, str], TextPlan | None] = field(default_factory=dict, repr=False)  # text_plan's
 
     def run_data_dir(self, run: Run) -> Path:
         if run.word_budget is None or not is_builtin_world(self.data_dir):
@@ -157,14 +222,47 @@ class Sweep:
                 "--seed", str(run.seed), "--data_dir", str(self.run_data_dir(run))]
         if run.word_budget is not None:
             argv += ["--word_budget", str(run.word_budget)]
-        if not run.text_pretrain:
+        if run.text_pretrain != PRE:
             argv += ["--text_pretrain_steps", "0"]
+        if run.text_pretrain == MATCHED:  # stage 1's text, mixed into stage 2
+            argv += ["--text_batch_size", str(self.text_plan(run).stage2_batch)]
         argv += LOSSES.get(run.loss, [])
         argv += ["--num_threads", str(self.launch["num_cpu_threads_per_process"]),
                  "--mixed_precision", self.launch["mixed_precision"],
                  "--output_dir", str(run_dir)]
         argv += ["--resume_from_checkpoint", "auto"] if resume else ["--overwrite_output_dir", "true"]
         return argv
+
+    def text_plan(self, run: Run) -> TextPlan | None:
+        """The text `run` trains on, against the pretraining run of its condition; None when stage 2's
+        length is known only once the data is (a curriculum with epochs_per_stage), which a matched
+        run cannot be planned without (a ConfigError)."""
+        key = (run.model_type, run.curriculum, run.text_pretrain)
+        if key in self.plans:
+            return self.plans[key]
+        from babymm.curriculum import load_curriculum
+        from babymm.train import DEFAULT_MULTIMODAL_STEPS
+
+        pre = dataclasses.replace(run, text_pretrain=PRE)
+        cfg = parse_run_config(self, self.argv(pre, Path("plan")), run.model_type)
+        t, plan = cfg.train, None
+        steps = t.multimodal_steps
+        if steps is None and load_curriculum(run.curriculum).pacing.epochs_per_stage is None:
+            steps = DEFAULT_MULTIMODAL_STEPS
+        if steps is None:
+            if run.text_pretrain == MATCHED:
+                raise ConfigError(f"{self.source}: text_pretrain: matched: curriculum {run.curriculum!r} sets stage 2's "
+                                  "length from the data (epochs_per_stage), so the text batch that takes in stage 1's "
+                                  "text is not known before the run; use unmatched, or another curriculum")
+        else:
+            P, B, n = t.text_pretrain_steps, t.text_batch_size, self.launch["num_processes"]
+            batch = B
+            if run.text_pretrain == MATCHED:  # M * B' = (P + M) * B, B' rounded to a multiple of n
+                q, r = divmod((P + steps) * B, steps * n)
+                batch = n * max(1, q + (2 * r >= steps * n))
+            plan = TextPlan(run.text_pretrain, P, steps, B, batch, cfg.data.block_size)
+        self.plans[key] = plan
+        return plan
 
     def applies(self, key: str, model_type: str) -> bool:
         if key == "preset":
@@ -264,9 +362,10 @@ def load_config(path: Path, seeds: list[int] | None = None, overrides: list[str]
     for c in axes["curriculum"]:
         if c not in known:
             raise ConfigError(f"{src}: curriculum: {c!r} is not in curricula/; use some of {known}")
-    for v in axes["text_pretrain"]:
-        if not isinstance(v, bool):
-            raise ConfigError(f"{src}: text_pretrain: {v!r} is not true or false")
+    labels = [pretrain_label(src, v) for v in axes["text_pretrain"]]
+    if len(set(labels)) < len(labels):
+        raise ConfigError(f"{src}: text_pretrain: {axes['text_pretrain']} names a condition twice (false is matched)")
+    axes["text_pretrain"] = labels
     for v in axes["loss"]:
         if v not in LOSSES:
             raise ConfigError(f"{src}: loss: {v!r} unknown; use some of {list(LOSSES)}")
@@ -320,10 +419,19 @@ def load_config(path: Path, seeds: list[int] | None = None, overrides: list[str]
             raise ConfigError(f"{src}: train_flags.{k}: {v!r} is not a single value")
     if flags.get("run_eval") is False:
         raise ConfigError(f"{src}: train_flags.run_eval: the sweep collects each run's results.json; leave it true")
-    if flags.get("text_pretrain_steps") == 0 and True in axes["text_pretrain"]:
+    if flags.get("text_pretrain_steps") == 0 and PRE in axes["text_pretrain"]:
         raise ConfigError(f"{src}: train_flags.text_pretrain_steps: 0 contradicts text_pretrain: true; "
                           "use the text_pretrain axis")
     return sweep
+
+
+def pretrain_label(src: str, value: Any) -> str:
+    """A text_pretrain axis value's label: true -> PRE; false or matched -> MATCHED; unmatched -> UNMATCHED."""
+    if isinstance(value, bool):
+        return PRE if value else MATCHED
+    if value in ("matched", "unmatched"):
+        return MATCHED if value == "matched" else UNMATCHED
+    raise ConfigError(f"{src}: text_pretrain: {value!r} unknown; use {PRETRAIN_HELP}")
 
 
 def _axis(src: str, key: str, value: Any) -> list[Any]:
@@ -351,18 +459,23 @@ def expand(sweep: Sweep) -> list[Run]:
 
 def expected_config(sweep: Sweep, run: Run, run_dir: Path) -> dict[str, Any]:
     """What train.py will write as run_config.json for `run`; a flag it refuses is a ConfigError."""
+    cfg = parse_run_config(sweep, sweep.argv(run, run_dir), run.model_type)
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
+def parse_run_config(sweep: Sweep, argv: list[str], model_type: str):
+    """train.py's parse of `argv` (a babymm.config.RunConfig); a flag it refuses is a ConfigError."""
     from babymm.config import parse_config
 
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            cfg = parse_config(sweep.argv(run, run_dir))
+            return parse_config(argv)
     except SystemExit as e:
         lines = [ln for ln in (err.getvalue() + "\n" + ("" if isinstance(e.code, int) else str(e.code))).splitlines()
                  if ln.strip()]
         msg = lines[-1].split("error:", 1)[-1].strip() if lines else f"exit {e.code}"
-        raise ConfigError(f"{sweep.source}: train_flags (for {run.model_type} runs): {msg}") from None
-    return json.loads(json.dumps(cfg.to_dict()))
+        raise ConfigError(f"{sweep.source}: train_flags (for {model_type} runs): {msg}") from None
 
 
 def field_defaults(model_type: str) -> dict[str, dict[str, Any]]:
@@ -490,14 +603,21 @@ def failure_line(lines: list[str]) -> str:
 def ensure_world(sweep: Sweep, budget: int) -> None:
     """Generate `<data_dir>-<budget>w` with the parameters of data_dir's world, unless it is there."""
     target = budget_world(sweep.data_dir, budget)
+    # the world's text share is the run's --text_fraction (train.py refuses data used whole at another share)
+    caption_fraction = round(1 - float(sweep.train_flags.get("text_fraction", 0.5)), 12)
     if (target / "world.json").exists():
+        made = json.loads((target / "world.json").read_text())["params"].get("caption_fraction")
+        if made is not None and abs(made - caption_fraction) > 1e-9:
+            raise ConfigError(f"{target}: generated with caption fraction {made}, the grid's text_fraction asks "
+                              f"{caption_fraction}; remove {target} to regenerate it")
         return
     from data_prep import world
 
     params: dict[str, Any] = {}
     if (sweep.data_dir / "world.json").exists():
         old = json.loads((sweep.data_dir / "world.json").read_text())["params"]
-        params = {k: old[k] for k in ("seed", "image_size", "caption_fraction", "eval_scale") if k in old}
+        params = {k: old[k] for k in ("seed", "image_size", "eval_scale") if k in old}
+    params["caption_fraction"] = caption_fraction
     if "image_size" in sweep.train_flags:
         params["image_size"] = int(sweep.train_flags["image_size"])
     print(f"sweep: generating the built-in world at {budget:,} words in {target}", flush=True)
@@ -511,7 +631,14 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
     """Tables and plots of the grid's finished runs in `out`; returns the files written."""
     import pandas as pd
 
-    from eval.compare import by_condition, condition_labels, condition_table, load_runs
+    from babymm.environment import describe, environment
+    from eval.compare import (
+        by_condition,
+        condition_labels,
+        condition_table,
+        final_words_seen,
+        load_runs,
+    )
     from eval.run import SUMMARY
 
     finished = [r for r in runs if run_state(out / r.name, expected[r.name])[0] == "done"]
@@ -522,6 +649,10 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
     df, chance = load_runs([out / r.name for r in finished])
     scores = [c for c in SUMMARY if c in df.columns]
     table = pd.DataFrame([r.row() for r in finished], index=pd.Index([r.name for r in finished], name="run"))
+    plans = {r.name: sweep.text_plan(r) for r in finished}
+    table["text_blocks"] = [None if plans[r.name] is None else plans[r.name].blocks for r in finished]  # planned
+    table["words_seen"] = pd.to_numeric(pd.Series([final_words_seen(out / r.name) for r in finished],
+                                                  index=table.index, dtype=object))  # counted: text + captions
     table = table.join(df[scores])
     written = [out / "runs.csv"]
     _to_csv_atomic(table, written[0])
@@ -531,10 +662,12 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
     frame = table[[*varying, "seed", *scores]].copy()
     frame.attrs["settings"] = [*varying, "seed"]
     agg = by_condition(frame)
-    first = table[axes].groupby(condition_labels(table, varying), sort=False).first()
+    groups = condition_labels(table, varying)
+    first = table[[*axes, "text_blocks"]].groupby(groups, sort=False).first()
     flat = pd.DataFrame(index=agg.index)
-    for a in axes:
+    for a in [*axes, "text_blocks"]:
         flat[a] = first.loc[agg.index, a].values
+    flat["words_seen mean"] = table["words_seen"].groupby(groups, sort=False).mean().loc[agg.index].values
     flat["seeds"] = agg[("n", "seeds")].values
     for c in scores:
         flat[f"{c} mean"] = agg[("mean", c)].values
@@ -555,6 +688,9 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
         + ".",
         "Loss: cua = CLIP + uniformity + alignment (default weights), clip = plain CLIP, none = the text type "
         "(no contrastive loss).",
+        *([f"Text pretraining (text_pretrain; runs.csv: text_blocks planned, words_seen counted): {'; '.join(known)}."]
+          if (known := list(dict.fromkeys(p.describe() for p in plans.values() if p is not None))) else []),
+        f"Machine: tables made on {describe(environment())}; runs trained on: {trained_on(out, finished)}.",
         "",
     ]
     written.append(out / "conditions.md")
@@ -568,6 +704,20 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
     if len(budgets) > 1 and plot_by_word_budget(sweep, table, varying, chance, png):
         written.append(png)
     return written
+
+
+def trained_on(out: Path, runs: list[Run]) -> str:
+    """The machines the runs' RUN/environment.json name, with how many runs each; or that none says."""
+    from babymm.environment import describe
+
+    seen: dict[str, int] = {}
+    for r in runs:
+        try:
+            line = describe(json.loads((out / r.name / "environment.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            line = "not recorded (no environment.json)"
+        seen[line] = seen.get(line, 0) + 1
+    return "; ".join(f"{line} ({n} run{'s' if n > 1 else ''})" for line, n in seen.items())
 
 
 def _to_csv_atomic(df, path: Path) -> None:
@@ -753,6 +903,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     states = {r.name: run_state(out / r.name, expected[r.name]) for r in runs}
+    old = sorted(p.name for p in out.glob(f"*-{LEGACY_NOPRE}-*") if p.is_dir()) if out.is_dir() else []
+    if old:
+        print(f"sweep: {len(old)} run(s) in {out} named -{LEGACY_NOPRE}- ({old[0]}{', ...' if len(old) > 1 else ''}) "
+              f"predate the matched/unmatched text_pretrain axis: they skipped stage 1 with nothing in its place "
+              f"(unmatched) and are not used; rename them -{UNMATCHED}- to reuse them as that", flush=True)
     dedup = [mt for mt in sweep.axes["model_type"] if not has_contrastive_loss(mt)]
     print(f"sweep: {len(runs)} runs from {sweep.source}"
           + (f" ({', '.join(dedup)}: no contrastive loss, one run per condition, loss {NO_LOSS})" if dedup else "")
@@ -765,7 +920,9 @@ def main(argv: list[str] | None = None) -> int:
             world = ("" if r.word_budget is None or (sweep.run_data_dir(r) / "world.json").exists()
                      else f"; generates {sweep.run_data_dir(r)}")
             flags = sweep.argv(r, out / r.name, resume=why == RESUME)
-            print(f"[{i}/{len(runs)}] {r.name}: {note}{world}\n    train.py {shlex.join(flags)}")
+            plan = sweep.text_plan(r) if r.text_pretrain != PRE else None
+            text = f"; text: {plan.describe().split(' = ', 1)[1]}" if plan else ""
+            print(f"[{i}/{len(runs)}] {r.name}: {note}{world}{text}\n    train.py {shlex.join(flags)}")
         counts = {s: sum(st == s for st, _ in states.values()) for s in ("done", "stale", "todo")}
         print(f"dry run: {len(runs)} runs in the grid; {counts['done']} done, {counts['todo']} to run, "
               f"{counts['stale']} stale")

@@ -8,6 +8,7 @@ vqa.json and their image paths)."""
 import json
 import os
 import random
+import re
 from types import SimpleNamespace
 
 import datasets
@@ -483,6 +484,129 @@ def test_feature_files_are_absolute_but_not_resolved(tmp_path, monkeypatch):
     assert files == [str(tmp_path / "link" / "captions" / f"cc_feat_{k}of2.npy") for k in (1, 2)]
     monkeypatch.chdir("/")
     np.testing.assert_array_equal(np.load(files[1]), feats(1, start=2))  # what CaptionData does with them
+
+
+FOURTH = "a fourth caption"  # a curriculum needs four
+
+
+def image_store(tmp_path, name="coco", shade=0):
+    """An image store outside the data directory (COCO-style: train2017/N.png)."""
+    store = tmp_path / name
+    for i in range(4):
+        save_image(store / "train2017" / f"{i}.png", i + shade)
+    return store
+
+
+def store_captions(tmp_path, store, text_lines=150):
+    """A data directory whose captions name images of `store`: relative to it, absolute inside it,
+    and through a `..` that stays inside it; and enough text for a tokenizer."""
+    root = tmp_path / "d"
+    (root / "captions").mkdir(parents=True)
+    rows = [cap(0, image="train2017/0.png"), cap(1, image=str(store / "train2017" / "1.png")),
+            cap(2, image="train2017/sub/../2.png"), cap(3, caption=FOURTH, image="train2017/3.png")]
+    (root / "captions" / "train.jsonl").write_text("\n".join(rows) + "\n")
+    write_text(root, ("\n".join((NORMAL * 5)[:text_lines]) + "\n").encode())
+    return root
+
+
+def test_image_root_outside_the_data_dir_is_ingested_and_read_by_training(tmp_path):
+    """--image_root: caption files whose images live in a store outside the data directory (COCO
+    downloaded once) resolve their relative paths against it; training reads those images."""
+    from babymm.config import parse_config
+    from babymm.data import CaptionData
+    from babymm.images import load_image
+
+    store = image_store(tmp_path)
+    root = store_captions(tmp_path, store)
+    # without --image_root, paths are relative to the jsonl file and the store is outside the data
+    # directory: refused, as before
+    save_image(root / "captions" / "train2017" / "0.png", 7)  # what line 1 names, relative to the jsonl file
+    with pytest.raises(DataError, match=r"train\.jsonl:2: image path '.*1\.png' is outside the data directory"):
+        ingest.ingest(root, image_size=SIZE, on_bad_record="error")
+    out = ingest.ingest(root, image_size=SIZE, on_bad_record="skip")
+    assert manifest(out)["skipped_records"] == {"train.jsonl": {"image not found": 2,
+                                                                "image outside the data directory": 1}}
+    assert manifest(out)["image_root"] is None and ingested_captions(out) == [GOOD_CAPS[0]]
+    # with it, every record is read from the store
+    prepared = pipeline.prepare(root, image_size=SIZE, vocab_size=40, image_root=store)
+    m = manifest(prepared.ingest)
+    assert m["image_root"] == str(store) and m["skipped_records"] == {} and m["captions"] == 4
+    ds = datasets.load_from_disk(str(prepared.ingest / "captions"))
+    assert ds["image_id"] == [f"train2017/{i}.png" for i in range(4)]  # relative to the root
+    data = CaptionData(prepared.ingest, load_tokenizer(prepared.tokenizer), 8)
+    images = data.__getitems__([0, 1, 2, 3])["images"].numpy()
+    expected = np.stack([load_image(store / "train2017" / f"{i}.png", SIZE) for i in range(4)])
+    np.testing.assert_array_equal(images, expected)
+    assert not (expected[0] == expected[1]).all()  # the images differ, so each was read from its own file
+    # the root is part of the data: the same root is up to date, another is other data
+    fp = m["fingerprint"]
+    assert manifest(ingest.ingest(root, image_size=SIZE, image_root=store))["fingerprint"] == fp
+    other = image_store(tmp_path, "coco_other", shade=3)
+    out = ingest.ingest(root, image_size=SIZE, image_root=other, on_bad_record="skip")  # line 2 is absolute, in coco
+    assert manifest(out)["fingerprint"] != fp and manifest(out)["image_root"] == str(other)
+    assert manifest(out)["skipped_records"] == {"train.jsonl": {"image outside the image root": 1}}
+    pixels = np.asarray(datasets.load_from_disk(str(out / "captions")).with_format("numpy")["pixel_values"])
+    np.testing.assert_array_equal(pixels[0], load_image(other / "train2017" / "0.png", SIZE))
+    # train.py's flag
+    assert parse_config(["--image_root", str(store)]).data.image_root == str(store)
+    assert parse_config([]).data.image_root is None
+
+
+@pytest.mark.parametrize("image", ["../outside.png", "ABSOLUTE", "train2017/../../outside.png", "IN_DATA_DIR"])
+def test_image_escaping_the_image_root_is_refused(tmp_path, image):
+    """Under --image_root every image path is confined to it: an absolute path or a `..` leading
+    out of it (even into the data directory) is a bad record naming file and line."""
+    store = image_store(tmp_path)
+    save_image(tmp_path / "outside.png")
+    root = store_captions(tmp_path, store)
+    save_image(root / "images" / "0.png")
+    image = {"ABSOLUTE": str(tmp_path / "outside.png"), "IN_DATA_DIR": str(root / "images" / "0.png")}.get(image, image)
+    rows = (root / "captions" / "train.jsonl").read_text().splitlines()
+    rows[1] = cap(1, image=image)
+    (root / "captions" / "train.jsonl").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"train\.jsonl:2: image path '{re.escape(image)}' is outside --image_root "
+                                        rf"{re.escape(str(store))}; give it relative to that directory, without a "
+                                        r"'\.\.' leading out of it, or pass --on_bad_record skip$"):
+        ingest.ingest(root, image_size=SIZE, image_root=store)
+    out = ingest.ingest(root, image_size=SIZE, image_root=store, on_bad_record="skip")
+    assert manifest(out)["skipped_records"] == {"train.jsonl": {"image outside the image root": 1}}
+    assert ingested_captions(out) == [GOOD_CAPS[0], GOOD_CAPS[2], FOURTH]
+
+
+def test_image_root_cli_and_a_missing_root(tmp_path, capsys):
+    store = image_store(tmp_path)
+    root = store_captions(tmp_path, store)
+    assert ingest.main(["--data_dir", str(root), "--image_size", str(SIZE), "--image_root", str(store)]) == 0
+    assert manifest(ingest.out_dir(root))["image_root"] == str(store)
+    assert ingest.main(["--data_dir", str(root), "--image_root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"error: --image_root {tmp_path / 'nowhere'}: not a directory; pass the directory the caption "
+                   "files' image paths are relative to")
+    assert pipeline.main(["--data_dir", str(root), "--image_root", str(tmp_path / "nowhere")]) == 2
+
+
+def test_features_are_extracted_from_the_image_root(tmp_path, monkeypatch):
+    """Frozen-encoder features of raw images read each image from --image_root, as ingest did."""
+    from babymm import frozen_vision
+    from data_prep import extract_features
+
+    class Mean:  # a stand-in frozen model: an image's mean colour
+        def encode_batch(self, images):
+            return np.stack([np.asarray(im.convert("RGB"), dtype=np.float32).mean(axis=(0, 1)) for im in images])
+
+        def describe(self):
+            return {"vision_model": "mean"}
+
+    monkeypatch.setattr(frozen_vision, "model_key", lambda path, pooling="cls": "mean-cls")
+    monkeypatch.setattr(frozen_vision, "load_frozen_vision", lambda path, pooling="cls", device=None: Mean())
+    store = image_store(tmp_path)
+    root = store_captions(tmp_path, store)
+    ingest.ingest(root, image_size=SIZE, image_root=store)
+    out = extract_features.extract_features(root, tmp_path / "model")
+    ids = read_json(out / extract_features.IMAGE_IDS)
+    assert ids == [f"train2017/{i}.png" for i in range(4)]
+    expected = [np.asarray(Image.open(store / i).convert("RGB"), dtype=np.float32).mean(axis=(0, 1)) for i in ids]
+    np.testing.assert_allclose(np.load(out / extract_features.FEATURES), np.stack(expected))
 
 
 @pytest.mark.parametrize("image", ["../outside.png", "ABSOLUTE", "images/../../outside.png"])

@@ -1,7 +1,9 @@
 """Exact word budgets: the seeded draw, the budget report, keyed subsets, and training's refusal
 of data drawn for another budget. Expected values are hand counts of tiny corpora."""
 
+import itertools
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,18 +34,107 @@ def test_select_fills_the_share_exactly_with_whole_items():
 
 def test_select_whole_units_by_hand():
     # units 0..4 have 8, 6, 1, 8, 2 words; with the seed's permutation fixed, the prefix that fits
-    # is taken, then later units that still fit
+    # is taken, then later units that still fit; a remainder is made up by the exact fill
     words = np.array([5, 3, 2, 4, 1, 6, 2, 2])
     units = np.array([0, 0, 1, 1, 2, 3, 3, 4])
-    perm = np.random.default_rng(7).permutation(5)
     unit_words = np.array([8, 6, 1, 8, 2])
-    left, chosen = 10, []
-    for u in perm:  # the rule, spelled out
-        if unit_words[u] <= left:
-            chosen.append(u)
-            left -= unit_words[u]
-    keep = budget.select(words, units, 10, 7, fill_items=False)
-    assert sorted(np.unique(units[keep]).tolist()) == sorted(chosen)
+
+    def greedy(seed):  # the greedy rule, spelled out
+        left, chosen = 10, []
+        for u in np.random.default_rng(seed).permutation(5):
+            if unit_words[u] <= left:
+                chosen.append(int(u))
+                left -= unit_words[u]
+        return chosen, left
+
+    def kept(seed):
+        return sorted(np.unique(units[budget.select(words, units, 10, seed, fill_items=False)]).tolist())
+
+    assert greedy(1) == ([4, 0], 0) and kept(1) == [0, 4]  # greedy lands: the draw is the greedy one
+    # seed 7 draws units 2, 0, 4, 1, 3: 2 and 0 fit (9 words), nothing of 4, 1, 3 fits the 1 left;
+    # the exact fill releases 2 and 0 and picks from [1, 8 | 2, 6, 8] (released first) 8 + 2 = 10
+    assert np.random.default_rng(7).permutation(5).tolist() == [2, 0, 4, 1, 3]
+    assert greedy(7) == ([2, 0], 1) and kept(7) == [0, 4]
+    for seed in range(20):
+        assert unit_words[kept(seed)].sum() == 10, seed
+
+
+@pytest.mark.parametrize("fill_items, units", [(True, [0, 1, 2]), (True, [0, 0, 0]), (False, [0, 1, 2])])
+def test_select_lands_on_the_share_of_3_5_4(fill_items, units):
+    """Items of 3, 5 and 4 words and a share of 9: the greedy pass keeps 7, 8 or 9 words by seed
+    (3+4, 3+5, 5+4); only 5 + 4 is exact, and every seed lands on it."""
+    words, units = np.array([3, 5, 4]), np.array(units)
+    greedy = set()
+    for seed in range(20):
+        keep = budget.select(words, units, 9, seed, fill_items=fill_items)
+        assert keep.tolist() == [False, True, True], seed
+        if fill_items is False:  # the greedy rule by hand, for the record: not always 9
+            left = 9
+            for u in np.random.default_rng(seed).permutation(3):
+                left -= words[u] if words[u] <= left else 0
+            greedy.add(9 - left)
+    assert fill_items or greedy == {7, 8, 9}
+
+
+def _best(pieces, share):
+    """The largest sum <= share of a subset of `pieces`, by brute force."""
+    return max(sum(c) for r in range(len(pieces) + 1) for c in itertools.combinations(pieces, r) if sum(c) <= share)
+
+
+def test_select_is_exact_whenever_whole_items_can_be_by_brute_force():
+    """Small instances (within REPAIR_ITEMS pieces): the kept words are exactly the share whenever
+    some set of whole lines (fill_items) or whole units sums to it, else the closest below."""
+    rng = np.random.default_rng(0)
+    exact = 0
+    for trial in range(400):
+        n = int(rng.integers(1, 10))
+        words = rng.integers(1, 14, n)
+        units = np.unique(np.sort(rng.integers(0, n, n)), return_inverse=True)[1]
+        share = int(rng.integers(0, words.sum() + 3))
+        fill_items, seed = bool(trial % 2), int(rng.integers(1000))
+        keep = budget.select(words, units, share, seed, fill_items=fill_items)
+        pieces = words if fill_items else np.bincount(units, weights=words).astype(int)
+        best = _best(pieces.tolist(), share)
+        assert words[keep].sum() == best, (words, units, share, seed, fill_items)
+        exact += best == share
+        if not fill_items:
+            assert all(keep[units == u].all() or not keep[units == u].any() for u in np.unique(units))
+    assert 100 < exact < 380  # both kinds of instance were tried
+
+
+def test_subset_sum_by_brute_force():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        weights = rng.integers(0, 20, int(rng.integers(0, 9))).tolist()
+        target = int(rng.integers(0, 60))
+        best, chosen = budget.subset_sum(weights, target)
+        assert best == _best(weights, target) and sum(np.array(weights, dtype=int)[chosen]) == best
+
+
+def test_select_beyond_the_pool_stays_under_the_share(monkeypatch):
+    """Past REPAIR_ITEMS the fill is exact only where the pool can make it: 40 items of 2 words
+    and one of 3 can make 41 words only with the 3, which is outside a pool of 2 + 2 items."""
+    monkeypatch.setattr(budget, "REPAIR_ITEMS", 2)
+    words = np.r_[[2] * 40, 3]
+    units = np.arange(41)
+    keep = budget.select(words, units, 41, 0, fill_items=False)
+    assert words[keep].sum() <= 41
+    monkeypatch.setattr(budget, "REPAIR_ITEMS", 512)
+    assert words[budget.select(words, units, 41, 0, fill_items=False)].sum() == 41
+
+
+def test_select_at_scale_is_exact_and_fast():
+    """A million lines of 1..30 words: exact, and the fill's pool keeps it cheap."""
+    import time
+
+    rng = np.random.default_rng(2)
+    words = rng.integers(4, 31, 1_000_000)  # no 1-3 word lines: the greedy pass often leaves a remainder
+    units = budget.text_units(np.repeat(np.arange(50), 20_000))
+    for seed in range(3):
+        start = time.perf_counter()
+        keep = budget.select(words, units, 5_000_001, seed, fill_items=True)
+        assert words[keep].sum() == 5_000_001
+        assert time.perf_counter() - start < 20
 
 
 def test_text_units_never_cross_a_file(monkeypatch):
@@ -88,8 +179,11 @@ def test_budget_report_and_subset(corpus):
     caps = datasets.load_from_disk(str(root / "captions"))
     assert report["data_words"] == {"text": 160, "captions": 54}
     assert report["words"]["text"] == _words(text, "text") == 30  # exact: lines of 1..4 words fill it
-    assert report["words"]["captions"] == _words(caps, "caption") <= 30
-    assert report["words"]["captions"] >= 30 - 5  # within one image's words of the share
+    # images of 5, 3, 7, 2, 6, 4, 5, 3, 7, 2, 6, 4 words: whole images can make 30, so it does
+    assert report["words"]["captions"] == _words(caps, "caption") == 30
+    assert report["shortfall"] == {"text": 0, "captions": 0, "total": 0}
+    assert report["target_words"] == report["requested_words"] == {"text": 30, "captions": 30}
+    assert report["text_fraction"] == 0.5 and report["text_fraction_taken"] == 0.5
     assert report["text_lines"] == text.num_rows and report["captions"] == caps.num_rows
     assert report["images"] == len(set(caps["image_id"]))
     assert sum(report["text_words_by_source"].values()) == 30
@@ -111,15 +205,90 @@ def test_short_portion_gives_the_rest_to_the_other(corpus):
     report = budget.read_report(corpus, name)
     assert report["words"] == {"text": 46, "captions": 54, "total": 100}
     assert report["requested_words"] == {"text": 10, "captions": 90}
+    assert report["target_words"] == {"text": 46, "captions": 54}
+    assert report["text_fraction"] == 0.1 and report["text_fraction_taken"] == 0.46
+    assert report["shortfall"] == {"text": 0, "captions": 0, "total": 0}
 
 
 def test_data_within_the_budget_is_used_whole_and_short_data_refused(corpus):
     ingest.ingest(corpus)
-    name = budget.make_budget(corpus, budget.Budget(214, seed=5))  # 160 + 54 words: all of it
+    name = budget.make_budget(corpus, budget.Budget(214, text_fraction=0.75, seed=5))  # 160 + 54 words: all
     assert name == "budget-214w-all"
-    assert budget.read_report(corpus, name)["words"]["total"] == 214
+    report = budget.read_report(corpus, name)
+    assert report["words"]["total"] == 214 and report["shortfall"]["total"] == 0
+    assert report["text_fraction"] == 0.75 and report["text_fraction_taken"] == round(160 / 214, 6)
     with pytest.raises(DataError, match=r"holds 214 words .*less than --word_budget 1,000"):
         budget.make_budget(corpus, budget.Budget(1000))
+
+
+def test_data_used_whole_with_another_text_share_is_refused(corpus, capsys):
+    """Asked for 0.5 of data that is used whole (no more words than the budget) and is 0.748
+    text: refused, naming the share it has, never reported as 0.5."""
+    from babymm import train
+    from babymm.config import parse_config
+
+    ingest.ingest(corpus)
+    for fraction in (0.5, 0.9, 0.73):
+        with pytest.raises(DataError, match=rf"holds 214 words, no more than --word_budget 214, so it would be used "
+                                            rf"whole, and its text share is 0\.7477 \(160 text, 54 caption words\), not "
+                                            rf"--text_fraction {fraction}; pass --text_fraction 0\.7477 to use it whole, "
+                                            r"or a --word_budget under 214 to draw"):
+            budget.make_budget(corpus, budget.Budget(214, text_fraction=fraction))
+    assert not (prepared_dir(corpus) / "subsets").exists()
+    # the share it names is taken; a request within the tolerance is reported as asked
+    name = budget.make_budget(corpus, budget.Budget(214, text_fraction=0.7477))
+    prepared = SimpleNamespace(data_dir=corpus, subset=name, ingest=budget.out_dir(corpus, name))
+    train.check_budget(parse_config(["--data_dir", str(corpus), "--word_budget", "214", "--text_fraction", "0.7477"]),
+                       prepared)
+    fp = json.loads((prepared.ingest / "manifest.json").read_text())["fingerprint"]
+    budget.make_budget(corpus, budget.Budget(214, text_fraction=0.74))
+    assert budget.read_report(corpus, "budget-214w-all")["text_fraction"] == 0.74
+    assert json.loads((prepared.ingest / "manifest.json").read_text())["fingerprint"] == fp  # the same data
+    with pytest.raises(DataError, match="prepared for budget"):
+        train.check_budget(parse_config(["--data_dir", str(corpus), "--word_budget", "214", "--text_fraction",
+                                         "0.7477"]), prepared)
+    with pytest.raises(DataError, match=r"text share is 0\.7477"):
+        pipeline.prepare(corpus, "length", word_budget=214, vocab_size=40)
+
+
+def test_a_shortfall_is_reported_per_portion(corpus, monkeypatch, capsys):
+    """Where the exact fill cannot land (its pool cut to nothing here), the report says by how
+    much each portion fell short, and the log says so."""
+    ingest.ingest(corpus)
+    monkeypatch.setattr(budget, "REPAIR_ITEMS", 0)
+    shorts = set()
+    for seed in range(12):
+        report = budget.read_report(corpus, budget.make_budget(corpus, budget.Budget(61, seed=seed)))
+        short = report["shortfall"]
+        assert short["text"] == report["target_words"]["text"] - report["words"]["text"] >= 0
+        assert short["captions"] == report["target_words"]["captions"] - report["words"]["captions"] >= 0
+        assert short["total"] == 61 - report["words"]["total"] == short["text"] + short["captions"]
+        shorts.add(short["captions"])
+    assert shorts != {0}
+    assert "short: no whole images the exact fill could reach made up the rest" in capsys.readouterr().out
+
+
+def test_a_world_generated_at_a_budget_has_the_text_fraction_asked(tmp_path, monkeypatch):
+    """A missing --data_dir named with a budget gets a world of that size whose text share is
+    --text_fraction, so the budget stage, which uses it whole, takes what it reports."""
+    from data_prep import world
+
+    generate = world.generate_world
+    monkeypatch.setattr(world, "generate_world", lambda *a, **k: generate(*a, **k, eval_scale=0.02))
+    d = tmp_path / "world-6000w"
+    pipeline._world_for(d, 6000, 32, None, text_fraction=0.9)
+    assert json.loads((d / "world.json").read_text())["params"]["caption_fraction"] == 0.1
+    ingest.ingest(d)
+    report = budget.read_report(d, budget.make_budget(d, budget.Budget(6000, text_fraction=0.9)))
+    assert not report["sampled"] and report["text_fraction"] == 0.9
+    assert abs(report["text_fraction_taken"] - 0.9) < 0.005
+    assert report["words"]["total"] >= 6000 * 0.99
+    with pytest.raises(DataError, match=r"its text share is 0\.9\d* .* not --text_fraction 0\.5; .*, or name a "
+                                        r"new --data_dir, where the built-in world is generated at the --text_fraction "
+                                        r"asked$"):
+        budget.make_budget(d, budget.Budget(6000))
+    with pytest.raises(DataError, match=r"--text_fraction 1: the built-in world always has text and captions"):
+        pipeline._world_for(tmp_path / "world-7000w", 7000, 32, None, text_fraction=1.0)
 
 
 def test_prepare_keys_every_later_stage_by_the_subset(corpus):

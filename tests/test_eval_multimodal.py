@@ -155,3 +155,33 @@ def test_embedding_metrics_match_per_item_embeddings(model_and_tok, tiny_world, 
                 "uniformity_text", "num_unique_captions"):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-5), key
     assert metrics["num_unique_captions"] == len({r["caption"] for r in rows})
+
+
+def test_a_cut_caption_keeps_its_end_token_in_training_and_eval(model_and_tok, tiny_world):
+    """A caption longer than --max_caption_tokens loses its last words, not its `</s>`, in the
+    training batch and in eval's tokens alike; eval's embedding of it is the training batch's."""
+    from babymm.data import CaptionData, tokenize_captions
+
+    model, tok = model_and_tok
+    train8 = CaptionData(tiny_world / "prepared" / "ingest", tok, 8, with_images=False)
+    captions = [str(c) for c in train8.ds["caption"]]
+    index = [i for i, c in enumerate(captions) if len(tok(c)["input_ids"]) >= 8][:6]  # 8+ tokens before </s>
+    texts = [captions[i] for i in index]
+    assert len(index) == 6
+    batch = train8.__getitems__(index)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert mask.tolist() == [[1] * 8] * 6
+    assert ids[:, 7].tolist() == [tok.eos_token_id] * 6  # the end token kept
+    assert ids[:, :7].tolist() == [tok(t)["input_ids"][:7] for t in texts]  # <s> and the first words
+    eval_ids, eval_mask = tokenize_captions(tok, texts, 8)
+    assert torch.equal(eval_ids, ids) and torch.equal(eval_mask, mask)
+    with torch.no_grad():
+        trained = model.embed_texts(ids, mask)
+    assert torch.equal(multimodal.embed_texts(model, tok, texts, batch_size=6, max_tokens=8), trained)
+    # a short caption is whole: `<s> caption </s>`, padded
+    short_ids, short_mask = tokenize_captions(tok, ["a star.", texts[0]], 40)
+    whole = tok("a star.")["input_ids"] + [tok.eos_token_id]
+    assert short_ids[0, : len(whole)].tolist() == whole and int(short_mask[0].sum()) == len(whole)
+    assert set(short_ids[0, len(whole):].tolist()) <= {tok.pad_token_id}
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        tokenize_captions(tok, texts, 1)

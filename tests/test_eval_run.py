@@ -363,8 +363,8 @@ def test_logged_centroid_distance_matches_saved_model(tiny_world, probed_runs):
         with torch.no_grad():
             image_emb = model.embed_images(images)
             text_emb = []
-            for it in items:  # BOS + caption + EOS, one caption at a time, no padding
-                ids = (tok(it["caption"])["input_ids"] + [tok.eos_token_id])[:40]
+            for it in items:  # BOS + caption + EOS (kept when cut to 40), one caption at a time, no padding
+                ids = tok(it["caption"])["input_ids"][:39] + [tok.eos_token_id]
                 text_emb.append(model.embed_texts(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)))
         return image_emb, torch.cat(text_emb)
 
@@ -399,3 +399,88 @@ def test_eval_steps_without_heldout_pairs_stops_before_training(tiny_world, tmp_
     assert "--eval_steps" in err
     assert str(data / "eval" / "captions" / "heldout.jsonl") in err
     assert not (out / "metrics.jsonl").exists() and not (out / "model.safetensors").exists()
+
+
+# -- captions tokenized as the run trained on them ------------------------------------------
+def _long_training_captions(world, tok, n):
+    """The run's training captions as a max_caption_tokens=8 run's batches hold them, and the
+    indices of `n` captions longer than 8 tokens."""
+    from babymm.data import CaptionData
+
+    train8 = CaptionData(world / "prepared" / "ingest", tok, 8, with_images=False)
+    captions = [str(c) for c in train8.ds["caption"]]
+    index = [i for i, c in enumerate(captions) if len(tok(c)["input_ids"]) + 1 > 8][:n]
+    assert len(index) == n
+    return train8, index, [captions[i] for i in index]
+
+
+def _pairs_with(world, dst, texts):
+    """Held-out pairs of the world's first images with `texts` as their captions."""
+    held = _jsonl(world / "eval" / "captions" / "heldout.jsonl")[: len(texts)]
+    _copy_images(world / "eval" / "captions", dst, [p["image"] for p in held])
+    _write_jsonl(dst / "heldout.jsonl", [{**p, "caption": t} for p, t in zip(held, texts, strict=True)])
+    return dst / "heldout.jsonl"
+
+
+def test_eval_embeds_captions_as_the_run_trained_on_them(tiny_run, tiny_world, tmp_path, monkeypatch):
+    """A run trained with --max_caption_tokens 8: eval reads that from its run_config.json, and
+    its embedding of a long caption is, bit for bit, the training batch's embedding of it."""
+    from eval import multimodal
+
+    run = tmp_path / "run8"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "milestones", "stage1", *RUN_OUTPUTS,
+                                                                  "metrics.jsonl"))
+    cfg = json.loads((run / "run_config.json").read_text())
+    cfg["data"]["max_caption_tokens"] = 8
+    (run / "run_config.json").write_text(json.dumps(cfg))
+    model, tok = load_model(run).eval(), AutoTokenizer.from_pretrained(run)
+    train8, index, texts = _long_training_captions(tiny_world, tok, N_PAIRS)
+    _pairs_with(tiny_world, tmp_path / "data" / "eval" / "captions", texts)
+    embedded = []
+
+    def spy(*args, **kwargs):
+        embedded.append(real(*args, **kwargs))
+        return embedded[-1]
+
+    real = multimodal.embed_texts
+    monkeypatch.setattr(multimodal, "embed_texts", spy)
+    results = eval_run.evaluate_run(run, tmp_path / "data", batch_size=64, tasks=["embeddings"])
+    assert "matched_cosine" in results["embeddings"], results["embeddings"]
+    batch = train8.__getitems__(index)
+    with torch.no_grad():
+        trained = model.embed_texts(batch["input_ids"], batch["attention_mask"])
+    assert len(embedded) == 1 and torch.equal(embedded[0], trained)
+
+
+def test_gap_probe_embeds_captions_as_the_training_batch(tiny_run, tiny_world, tmp_path, monkeypatch):
+    """The probe during training reads the run's max_caption_tokens (train.py passes it): its
+    text embeddings are the training batch's, bit for bit."""
+    from eval import probe
+
+    model, tok = load_model(tiny_run).eval(), AutoTokenizer.from_pretrained(tiny_run)
+    train8, index, texts = _long_training_captions(tiny_world, tok, 16)
+    pairs = _pairs_with(tiny_world, tmp_path / "pairs", texts)
+    embedded = []
+    real = probe.embed_texts
+    monkeypatch.setattr(probe, "embed_texts", lambda *a, **k: embedded.append(real(*a, **k)) or embedded[-1])
+    gap = probe.GapProbe(model, tok, pairs, len(texts), batch_size=64, max_tokens=8)(model)
+    assert "eval/gap/centroid_distance" in gap
+    batch = train8.__getitems__(index)
+    with torch.no_grad():
+        trained = model.embed_texts(batch["input_ids"], batch["attention_mask"])
+    assert len(embedded) == 1 and torch.equal(embedded[0], trained)
+
+
+def test_caption_max_tokens_is_the_runs(tmp_path):
+    from babymm.config import DataArguments
+    from babymm.data import DEFAULT_MAX_CAPTION_TOKENS, caption_max_tokens
+    from babymm.files import DataError
+
+    assert DEFAULT_MAX_CAPTION_TOKENS == DataArguments().max_caption_tokens
+    (tmp_path / "run_config.json").write_text(json.dumps({"data": {"max_caption_tokens": 8}}))
+    assert caption_max_tokens(tmp_path) == 8
+    (tmp_path / "run_config.json").write_text(json.dumps({"data": {"max_caption_tokens": 1}}))
+    with pytest.raises(DataError, match="max_caption_tokens 1"):
+        caption_max_tokens(tmp_path)
+    with pytest.warns(UserWarning, match="no data.max_caption_tokens"):
+        assert caption_max_tokens(tmp_path / "elsewhere") == DEFAULT_MAX_CAPTION_TOKENS

@@ -77,7 +77,10 @@ def test_contrastive_loss_terms_and_plain_clip():
     assert set(clip) == {"clip_loss"}
     assert clip["clip_loss"].item() == pytest.approx(cua["clip_loss"].item())
     xu = ContrastiveLoss(LossWeights(xuniform=0.5))(I, T, scale)
-    assert xu["xuniform_loss"].item() == pytest.approx(0.5 * cross_uniformity(I, T).item())
+    # terms come back unweighted (each is logged on its own scale); the weights are named beside them
+    assert xu["xuniform_loss"].item() == pytest.approx(cross_uniformity(I, T).item())
+    assert ContrastiveLoss(LossWeights(xuniform=0.5)).term_weights() == {
+        "clip_loss": 1.0, "uniform_loss": 1.0, "align_loss": 1.0, "xuniform_loss": 0.5}
 
 
 def _worker(rank, world, init_file, I, T, out_file):
@@ -119,3 +122,32 @@ def test_gathered_loss_equals_single_process():
     assert torch.allclose(got["values"], torch.stack([v.detach() for v in ref.values()]), atol=1e-10)
     assert torch.allclose(got["gi"], i_full.grad, atol=1e-10)
     assert torch.allclose(got["gt"], t_full.grad, atol=1e-10)
+
+
+def test_lm_loss_normalised_by_global_count_is_the_global_token_mean():
+    """Two 'ranks' with unequal real tokens: the mean over ranks of each rank's token sum over
+    (global count / ranks) is the whole batch's token mean, by hand; a mean of per-rank means is not."""
+    from babymm.models.base import lm_loss
+
+    g = torch.Generator().manual_seed(0)
+    V = 7
+    logits = torch.randn(4, 5, V, generator=g, requires_grad=True)  # lm_loss computes in fp32
+    ids = torch.randint(0, V, (4, 5), generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+    # by hand: -log softmax at every real next-token target, averaged over all of them (4 + 1 + 2 + 3 = 10)
+    logp = torch.log_softmax(logits.detach(), dim=-1)
+    nll = [-logp[b, t, ids[b, t + 1]].item() for b in range(4) for t in range(4) if mask[b, t + 1]]
+    assert len(nll) == 10
+    want = sum(nll) / 10
+    halves = [slice(0, 1), slice(1, 4)]  # rank 0: 4 targets, rank 1: 6
+    per_rank = [lm_loss(logits[h], ids[h], mask[h], num_items=10 / 2) for h in halves]
+    assert (sum(per_rank) / 2).item() == pytest.approx(want, rel=1e-6)
+    mean_of_means = sum(lm_loss(logits[h], ids[h], mask[h]) for h in halves) / 2
+    assert abs(mean_of_means.item() - want) > 1e-4  # what DDP averaged before: a different number
+    assert lm_loss(logits, ids, mask).item() == pytest.approx(want, rel=1e-6)  # one process: the token mean
+    # and the gradient DDP averages is the global mean's gradient
+    (sum(per_rank) / 2).backward()
+    g_ranks = logits.grad.clone()
+    logits.grad = None
+    lm_loss(logits, ids, mask).backward()
+    assert torch.allclose(g_ranks, logits.grad, rtol=1e-5, atol=1e-8)

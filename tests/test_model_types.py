@@ -96,7 +96,8 @@ def set_gates(model, value):
 # groups of parameters each vision type must train (name prefixes)
 TYPE_PARTS = {"git": ["vision.", "image_head.", "text_head.", "log_logit_scale", "projector."],
               "flamingo": ["vision.", "image_head.", "text_head.", "log_logit_scale", "resampler.", "cross_blocks."],
-              "coca": ["vision.", "image_head.", "text_head.", "log_logit_scale", "cross_blocks.", "text_norm."]}
+              "coca": ["vision.", "image_head.", "text_head.", "log_logit_scale", "cross_blocks.", "text_norm.",
+                       "cls_embedding", "image_pool."]}
 
 
 def test_registry():
@@ -335,6 +336,87 @@ def test_flamingo_gates_start_closed_and_blocks_sit_before_every_kth_layer():
         tiny_model("flamingo", num_layers=4, cross_attn_every=5)
 
 
+# -- 5b. git ---------------------------------------------------------------------------------------------
+def git_hidden(model, ids, mask, context):
+    """The decoder's final hidden states [B, P+T, H] of a GIT captioning pass: the image prefix, then the text."""
+    seen = {}
+    hook = model.decoder.model.norm.register_forward_hook(lambda m, args, out: seen.update(h=out))
+    try:
+        model.caption_logits(ids, mask, context)
+    finally:
+        hook.remove()
+    assert seen["h"].shape[1] == context.shape[1] + ids.shape[1]
+    return seen["h"]
+
+
+def test_git_image_prefix_attends_both_ways():
+    """GIT's prefix is bidirectional: the last image token reaches the first image position, and every
+    image token reaches every text position."""
+    model = perturbed("git")
+    batch = toy_batch()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        context = model.image_context(batch["images"])
+        P = context.shape[1]
+        assert P == model.prefix_tokens == 16
+        h = git_hidden(model, ids, mask, context)
+        for j in (P - 1, 0):
+            moved = context.clone()
+            moved[:, j] += 5.0
+            h2 = git_hidden(model, ids, mask, moved)
+            delta = (h2 - h).abs().amax(-1)  # [B, P+T]
+            assert delta[:, :P].min() > 1e-4, j  # every image position, the first one included
+            assert delta[:, P:][mask.bool()].min() > 1e-4, j  # every real text position
+
+
+def test_git_text_is_causal_and_never_reaches_the_image():
+    """Changing text token k changes text positions k.. and no earlier position, image or text."""
+    model = perturbed("git")
+    batch = toy_batch()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        context = model.image_context(batch["images"])
+        P = context.shape[1]
+        h = git_hidden(model, ids, mask, context)
+        for k in (1, 4):
+            changed = ids.clone()
+            changed[:, k] = (changed[:, k] + 1 - 3) % (V - 3) + 3
+            h2 = git_hidden(model, changed, mask, context)
+            assert torch.allclose(h2[:, :P + k], h[:, :P + k], atol=1e-6), k
+            assert (h2[:, P + k] - h[:, P + k]).abs().amax(-1).min() > 1e-4, k
+
+
+def test_git_padding_is_masked():
+    """Row 1 (2 pads): its image and real text states equal those of the row alone, unpadded, and
+    whatever token ids sit under the padding."""
+    model = perturbed("git")
+    batch = toy_batch()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    n = int(mask[1].sum())
+    other_pads = ids.clone()
+    other_pads[1, n:] = torch.tensor([7, 9])
+    with torch.no_grad():
+        context = model.image_context(batch["images"])
+        P = context.shape[1]
+        full = git_hidden(model, ids, mask, context)
+        alone = git_hidden(model, ids[1:2, :n], mask[1:2, :n], context[1:2])
+        assert torch.allclose(full[1, :P + n], alone[0], atol=1e-5)
+        assert torch.allclose(git_hidden(model, other_pads, mask, context)[:, :P + n], full[:, :P + n], atol=1e-6)
+
+
+def test_git_mask_is_the_same_under_sdpa_and_eager():
+    """The custom 4-D mask is boolean for sdpa and additive for eager: both attention kernels agree."""
+    model = perturbed("git")
+    batch = toy_batch()
+    assert model.decoder.config._attn_implementation == "sdpa"
+    eager = copy.deepcopy(model)
+    eager.decoder.set_attn_implementation("eager")
+    assert eager.decoder.config._attn_implementation == "eager"
+    with torch.no_grad():
+        assert torch.allclose(caption_logits_with_image(eager, batch), caption_logits_with_image(model, batch),
+                              atol=1e-5)
+
+
 # -- 6. coca ---------------------------------------------------------------------------------------------
 def test_coca_unimodal_text_embedding_ignores_the_image():
     model = perturbed("coca", num_layers=3, unimodal_layers=1)
@@ -351,6 +433,97 @@ def test_coca_unimodal_text_embedding_ignores_the_image():
         assert out["caption_loss"] != out2["caption_loss"]
     with pytest.raises(ValueError, match="unimodal_layers"):
         tiny_model("coca", num_layers=2, unimodal_layers=2)
+
+
+def unimodal_states(model, embeds):
+    """What enters CoCa's first multimodal layer (the unimodal layers' output) for input embeddings [B, N, H],
+    run with no image."""
+    seen = {}
+    layer = model.decoder.model.layers[model.config.num_unimodal]
+    hook = layer.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.update(h=args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+    try:
+        model.decoder(inputs_embeds=embeds)
+    finally:
+        hook.remove()
+    return seen["h"]
+
+
+def test_coca_text_embedding_is_the_unimodal_state_at_a_learned_cls():
+    """Row by row, by hand: the caption's real tokens then the CLS parameter, through the unimodal layers;
+    the state at the CLS, layer-normed and projected, is the text embedding, in eval and in training."""
+    model = perturbed("coca", num_layers=3, unimodal_layers=1)
+    batch = toy_batch()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        expected = []
+        for b in range(B):
+            n = int(mask[b].sum())
+            embeds = torch.cat([model.decoder.get_input_embeddings()(ids[b, :n]), model.cls_embedding[None]])
+            state = unimodal_states(model, embeds[None])[0, n]  # at the CLS
+            expected.append(F.normalize(model.text_head(model.text_norm(state)), dim=-1))
+        expected = torch.stack(expected)
+        assert torch.allclose(model.embed_texts(ids, mask), expected, atol=1e-5)
+        assert torch.allclose(model(**batch)["text_embeds"], expected, atol=1e-5)
+        # not the state at EOS (the last real token), which CLIP and the other types read
+        eos = torch.stack([unimodal_states(model, model.decoder.get_input_embeddings()(ids[b:b + 1]))[0, n - 1]
+                           for b, n in enumerate(mask.sum(dim=1).tolist())])
+        assert not torch.allclose(F.normalize(model.text_head(model.text_norm(eos)), dim=-1), expected, atol=1e-3)
+    assert model.prefix_tokens == 1  # the CLS counts against --max_positions
+
+
+def test_coca_cls_gives_the_embedding_and_stays_out_of_the_caption():
+    """The CLS parameter moves every text embedding; the tokens under the padding move none; no caption
+    position sees the CLS, so neither the caption logits nor the caption loss depend on it."""
+    model = perturbed("coca")
+    batch = toy_batch()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    n = int(mask[1].sum())
+    other_pads = dict(batch, input_ids=ids.clone())
+    other_pads["input_ids"][1, n:] = torch.tensor([7, 9])
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        moved.cls_embedding.add_(0.5 * torch.randn_like(moved.cls_embedding))
+        out, out_moved = model(**batch), moved(**batch)
+        assert (out["text_embeds"] - out_moved["text_embeds"]).abs().amax(-1).min() > 1e-4
+        assert torch.allclose(model.embed_texts(ids, mask), model.embed_texts(other_pads["input_ids"], mask), atol=1e-6)
+        assert torch.allclose(model(**other_pads)["text_embeds"], out["text_embeds"], atol=1e-6)
+        assert torch.allclose(out_moved["caption_loss"], out["caption_loss"], atol=1e-6)
+        assert torch.equal(out_moved["image_embeds"], out["image_embeds"])
+        # the training pass (caption + CLS) gives caption_logits' logits at every real position
+        context = model.image_context(batch["images"])
+        logits, _ = model.caption_pass(ids, mask, context)
+        assert logits.shape == (B, T, V)
+        real = mask.bool()
+        assert torch.allclose(logits[real], model.caption_logits(ids, mask, context)[real], atol=1e-5)
+
+
+def test_coca_image_embedding_is_an_attention_pool():
+    """By hand: one learned query attends (multi-head, softmax of q.k / sqrt(d)) over the vision tokens, then
+    out-projection, LayerNorm, image projection; not the mean pool."""
+    model = perturbed("coca")
+    batch = toy_batch()
+    pool, heads = model.image_pool, model.config.vision_heads
+    with torch.no_grad():
+        tokens = model.vision(batch["images"])  # [B, P, W]
+        W = tokens.shape[-1]
+        d = W // heads
+        wq, wk, wv = pool.attn.in_proj_weight.chunk(3)
+        bq, bk, bv = pool.attn.in_proj_bias.chunk(3)
+        assert pool.query.shape == (1, W)
+        q = (pool.query[0] @ wq.T + bq).view(heads, d)  # [h, d]
+        k = (tokens @ wk.T + bk).view(B, -1, heads, d)  # [B, P, h, d]
+        v = (tokens @ wv.T + bv).view(B, -1, heads, d)
+        weights = torch.softmax(torch.einsum("hd,bphd->bhp", q, k) / math.sqrt(d), dim=-1)  # [B, h, P]
+        assert weights.std(-1).min() > 1e-4  # not uniform
+        pooled = torch.einsum("bhp,bphd->bhd", weights, v).reshape(B, W) @ pool.attn.out_proj.weight.T + \
+            pool.attn.out_proj.bias
+        pooled = F.layer_norm(pooled, (W,), pool.norm.weight, pool.norm.bias)
+        expected = F.normalize(pooled @ model.image_head.weight.T, dim=-1)
+        assert torch.allclose(model.embed_images(batch["images"]), expected, atol=1e-5)
+        assert torch.allclose(model(**batch)["image_embeds"], expected, atol=1e-5)
+        mean_pool = F.normalize(model.image_head(tokens.mean(dim=1)), dim=-1)
+        assert not torch.allclose(mean_pool, expected, atol=1e-2)
 
 
 @pytest.mark.parametrize("t", VISION_TYPES)

@@ -6,6 +6,7 @@ spec loads and names a registered scorer."""
 
 import json
 import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -214,6 +215,50 @@ def test_score_stage_runs_a_scorer_with_a_norms_file(data):
         out = score.score_captions(root, "aoa", args={"csv": "norms/aoa.csv"})
         direct = SCORERS["aoa"](make_ctx([c for _, c in CAPTIONS], args={"csv": "norms/aoa.csv"}, data_dir=root))
     np.testing.assert_array_equal(np.load(out / "scores.npy"), direct)
+
+
+def test_scores_are_recomputed_when_the_scorers_code_changes(data, tmp_path, monkeypatch, capsys):
+    """The score stage's fingerprint holds the scorer's code version: scores of edited scorer code
+    are recomputed, and unchanged code reuses them. Both kinds of code: a scorer in a module of
+    its own (its file), and data_prep/scorers.py (a copy stands in for it: edited, every scorer
+    defined there rescores)."""
+    import importlib.util
+
+    from data_prep import score
+
+    root, _ = data
+    src = tmp_path / "toy_scorer.py"
+    src.write_text("import numpy as np\n\nCALLS = []\n\n\ndef toy(ctx):\n    \"\"\"Caption position.\"\"\"\n"
+                   "    CALLS.append(1)\n    return np.arange(len(ctx.caption_texts), dtype=np.float32)\n")
+    spec = importlib.util.spec_from_file_location("toy_scorer", src)
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    monkeypatch.setitem(SCORERS, "toy", toy.toy)
+
+    def run(name):
+        out = score.score_captions(root, name)
+        m = json.loads((out / "manifest.json").read_text())
+        return m["fingerprint"], m.get("code_version"), "is up to date" in capsys.readouterr().out
+
+    first = run("toy")
+    assert toy.CALLS == [1] and not first[2]
+    assert run("toy") == (*first[:2], True) and toy.CALLS == [1]  # unchanged: reused
+    length = run("length")
+    src.write_text(src.read_text().replace("Caption position.", "Caption position, edited."))
+    edited = run("toy")
+    assert toy.CALLS == [1, 1] and not edited[2] and edited[:2] != first[:2]  # edited: recomputed
+    assert run("toy") == (*edited[:2], True)
+    assert run("length") == (*length[:2], True)  # another module's edit leaves length's scores alone
+
+    copy = tmp_path / "scorers.py"
+    copy.write_bytes(Path(scorers.__file__).read_bytes())
+    monkeypatch.setattr(scorers, "__file__", str(copy))  # the same source: the same version, reused
+    assert score.code_version("length") == length[1]
+    assert run("length") == (*length[:2], True)
+    copy.write_text(copy.read_text() + "\n# an edit\n")
+    changed = run("length")
+    assert not changed[2] and changed[1] != length[1]
+    assert run("length") == (*changed[:2], True)
 
 
 # -- perplexity --------------------------------------------------------------------------

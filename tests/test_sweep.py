@@ -32,7 +32,7 @@ def tiny_flags(**changes):
     flags = dict(zip(TINY_MODEL[::2], TINY_MODEL[1::2], strict=True))
     flags.update(zip(TINY_TRAIN[::2], TINY_TRAIN[1::2], strict=True))
     flags = {k.removeprefix("--"): yaml.safe_load(v) for k, v in flags.items()}
-    flags.update(text_pretrain_steps=4, multimodal_steps=4, logging_steps=2, warmup_steps=1, **changes)
+    flags.update({"text_pretrain_steps": 4, "multimodal_steps": 4, "logging_steps": 2, "warmup_steps": 1, **changes})
     return flags
 
 
@@ -78,7 +78,7 @@ def test_seeds_flag_pretrain_axis_and_budget_worlds(tiny_world, tmp_path, capsys
     lines = capsys.readouterr().out.splitlines()
     cmds = {ln.split("]", 1)[1].split(":", 1)[0].strip(): nxt for ln, nxt in zip(lines, lines[1:], strict=False) if ln.startswith("[")}
     assert len(cmds) == 2 * 2 * 2
-    budget_run = cmds["git-length-nopre-cua-b30000-s5"]
+    budget_run = cmds["git-length-nopre_matched-cua-b30000-s5"]
     assert f"--data_dir {tiny_world}-30000w --word_budget 30000" in budget_run
     assert "--text_pretrain_steps 0" in budget_run
     as_is = cmds["git-length-pre-cua-s4"]
@@ -100,6 +100,8 @@ BAD = [
     ({"seed": []}, "seed"),
     ({"loss": ["cuaxu"]}, "loss"),
     ({"text_pretrain": ["yes"]}, "text_pretrain"),
+    ({"text_pretrain": [True, "sometimes"]}, "text_pretrain"),
+    ({"text_pretrain": [False, "matched"]}, "text_pretrain"),  # the same condition twice
     ({"word_budget": [0]}, "word_budget"),
     ({"curriculum": "length"}, "curriculum"),
     ({"train_flags": tiny_flags(seed=3)}, "train_flags.seed"),
@@ -139,6 +141,149 @@ def test_override_error_and_value(tiny_world, tmp_path, capsys):
                        "train_flags.multimodal_steps=7"]) == 0
     out = capsys.readouterr().out
     assert "dry run: 1 runs" in out and "--multimodal_steps 7" in out
+
+
+# ------------------------------------------------------------- text pretraining at equal words
+
+
+def dry_run_commands(capsys, cfg, out, *extra):
+    """{run name: (its status line, its train.py argv)} from --dry_run."""
+    import shlex
+
+    assert sweep.main(["--config", str(cfg), "--out", str(out), "--dry_run", *extra]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    return {ln.split("]", 1)[1].split(":", 1)[0].strip(): (ln, shlex.split(nxt.removeprefix("    train.py ")))
+            for ln, nxt in zip(lines, lines[1:], strict=False) if ln.startswith("[")}
+
+
+def text_blocks(argv):
+    """Text blocks a train.py command trains on, from train.py's own parse of it: stage 1 takes
+    text_batch_size blocks a step for text_pretrain_steps, stage 2 as many for multimodal_steps."""
+    from babymm.config import parse_config
+
+    t = parse_config(argv).train
+    return t.text_pretrain_steps * t.text_batch_size + t.multimodal_steps * t.text_batch_size
+
+
+@pytest.mark.parametrize(("pretrain", "multimodal", "batch", "processes", "stage2"),
+                         [(4, 4, 8, 1, 16),  # B + P*B/M = 8 + 8: exact
+                          (4, 6, 4, 1, 7),  # 4 + 16/6 = 6.67: 7, 2 blocks over
+                          (5, 4, 4, 2, 10)])  # 4 + 20/4 = 9, a multiple of 2 processes: 10, 4 blocks over
+def test_matched_no_pretraining_trains_on_the_pretraining_runs_text(tiny_world, tmp_path, capsys, pretrain,
+                                                                    multimodal, batch, processes, stage2):
+    from babymm.config import parse_config
+
+    flags = tiny_flags(text_pretrain_steps=pretrain, multimodal_steps=multimodal, text_batch_size=batch)
+    cfg = write_config(tmp_path / "grid.yaml", tiny_world, model_type=["git", "text"], train_flags=flags,
+                       text_pretrain=[True, "matched", "unmatched"], launch={"num_processes": processes})
+    cmds = dry_run_commands(capsys, cfg, tmp_path / "out")
+    assert len(cmds) == 6
+    for mt, loss in (("git", "cua"), ("text", "none")):
+        pre = cmds[f"{mt}-length-pre-{loss}-s0"][1]
+        line, matched = cmds[f"{mt}-length-nopre_matched-{loss}-s0"]
+        # by hand: the pretraining run trains on (P + M) * B blocks; the matched one on M * B', no stage 1
+        assert text_blocks(pre) == (pretrain + multimodal) * batch
+        assert text_blocks(matched) == multimodal * stage2
+        residual = multimodal * stage2 - (pretrain + multimodal) * batch
+        assert abs(residual) <= multimodal * processes / 2  # the nearest the batch can come
+        assert "no stage 1, its text mixed into stage 2" in line
+        block = parse_config(pre).data.block_size
+        assert (f"{abs(residual)} more than pre ({abs(residual) * block} tokens, from rounding)" if residual
+                else "as many as pre") in line
+        # unmatched: the command a no-pretraining run got before matched existed
+        line, unmatched = cmds[f"{mt}-length-nopre_unmatched-{loss}-s0"]
+        i = pre.index("--data_dir") + 2
+        old = [*pre[:i], "--text_pretrain_steps", "0", *pre[i:]]
+        old[old.index("--output_dir") + 1] = unmatched[unmatched.index("--output_dir") + 1]
+        assert unmatched == old
+        assert text_blocks(unmatched) == multimodal * batch
+        assert f"{pretrain * batch} fewer than pre" in line and f"{pretrain} fewer optimizer steps" in line
+
+
+def test_false_means_matched(tiny_world, tmp_path, capsys):
+    cfg = write_config(tmp_path / "grid.yaml", tiny_world, model_type=["git"], text_pretrain=[False])
+    cmds = dry_run_commands(capsys, cfg, tmp_path / "out")
+    assert list(cmds) == ["git-length-nopre_matched-cua-s0"]
+    assert text_blocks(cmds["git-length-nopre_matched-cua-s0"][1]) == (4 + 4) * 8  # tiny_flags: P = M = 4, B = 8
+
+
+def test_a_curriculum_that_sets_stage_2_by_epochs_cannot_be_matched(tiny_world, tmp_path, capsys):
+    flags = tiny_flags()
+    del flags["multimodal_steps"]  # nouns_stages sets it from the data
+    cfg = write_config(tmp_path / "grid.yaml", tiny_world, model_type=["git"], curriculum=["nouns_stages"],
+                       text_pretrain=[True, "matched"], train_flags=flags)
+    assert sweep.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--dry_run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "text_pretrain: matched" in err and "epochs_per_stage" in err
+    assert sweep.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--dry_run",
+                       "text_pretrain=[true, unmatched]"]) == 0
+
+
+def fake_finished_run(run_dir, argv, blimp, words):
+    """A run directory as train.py and eval.run leave it, without training: run_config.json from
+    train.py's parse of `argv`, a results.json and a metrics.jsonl."""
+    from babymm.config import parse_config
+
+    run_dir.mkdir(parents=True)
+    (run_dir / "run_config.json").write_text(json.dumps(parse_config(argv).to_dict()))
+    (run_dir / "results.json").write_text(json.dumps({"summary": {"BLiMP": blimp, "EWoK": 0.5}}))
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 8, "train/words_seen": words}) + "\n")
+
+
+def test_tables_name_the_pretraining_comparison(tiny_world, tmp_path, capsys):
+    cfg = write_config(tmp_path / "grid.yaml", tiny_world, model_type=["git"],
+                       text_pretrain=[True, "matched", "unmatched"])
+    out = tmp_path / "out"
+    cmds = dry_run_commands(capsys, cfg, out)
+    for i, (name, (_, argv)) in enumerate(cmds.items()):
+        fake_finished_run(out / name, argv, 0.6 + i / 100, 1000 + i)
+    assert sweep.main(["--config", str(cfg), "--out", str(out), "--collect_only"]) == 0
+    runs = pd.read_csv(out / "runs.csv", index_col="run")
+    assert list(runs["text_pretrain"]) == ["pre", "nopre_matched", "nopre_unmatched"]
+    assert list(runs["text_blocks"]) == [(4 + 4) * 8, 4 * 16, 4 * 8]  # P = M = 4, B = 8; matched B' = 16
+    assert list(runs["words_seen"]) == [1000, 1001, 1002]
+    cond = pd.read_csv(out / "conditions.csv", index_col=0)
+    assert list(cond.index) == ["text_pretrain=pre", "text_pretrain=nopre_matched", "text_pretrain=nopre_unmatched"]
+    assert list(cond["text_blocks"]) == [64, 64, 32]
+    md = (out / "conditions.md").read_text()
+    assert "text_pretrain=nopre_matched" in md and "text_pretrain=nopre_unmatched" in md
+    assert "nopre_matched = no stage 1, its text mixed into stage 2 (4 steps x 16 text blocks, raised from 8)" in md
+    assert "nopre_unmatched = no stage 1 and nothing in its place" in md and "32 fewer than pre" in md
+    machine = next(ln for ln in md.splitlines() if ln.startswith("Machine: "))
+    assert "torch " in machine and "runs trained on: not recorded (no environment.json) (3 runs)" in machine
+
+
+def test_a_no_pretraining_run_made_before_matched_is_not_reused_as_matched(tiny_world, tmp_path, capsys):
+    """Before `matched`, text_pretrain: false made `<...>-nopre-<...>` with --text_pretrain_steps 0
+    alone. Such a run is not in the grid under any name; put in the matched run's place it is stale
+    (its text batch is not the matched one); in the unmatched run's place it is that run."""
+    cfg = write_config(tmp_path / "grid.yaml", tiny_world, model_type=["git"], text_pretrain=[True, False])
+    out = tmp_path / "out"
+    cmds = dry_run_commands(capsys, cfg, out)
+    pre = cmds["git-length-pre-cua-s0"][1]
+    i = pre.index("--data_dir") + 2
+    old_argv = [*pre[:i], "--text_pretrain_steps", "0", *pre[i:]]  # the old sweep's command
+    fake_finished_run(out / "git-length-nopre-cua-s0", old_argv, 0.7, 900)
+    fake_finished_run(out / "git-length-pre-cua-s0", pre, 0.6, 1000)
+
+    cmds = dry_run_commands(capsys, cfg, out)
+    assert "done, skipped" in cmds["git-length-pre-cua-s0"][0]
+    assert "to run (new)" in cmds["git-length-nopre_matched-cua-s0"][0]
+    assert sweep.main(["--config", str(cfg), "--out", str(out), "--collect_only"]) == 0
+    stdout = capsys.readouterr().out
+    assert "1 run(s) in" in stdout and "named -nopre- (git-length-nopre-cua-s0)" in stdout and "not used" in stdout
+    assert list(pd.read_csv(out / "runs.csv", index_col="run").index) == ["git-length-pre-cua-s0"]
+
+    (out / "git-length-nopre-cua-s0").rename(out / "git-length-nopre_matched-cua-s0")
+    cmds = dry_run_commands(capsys, cfg, out)
+    assert "STALE (text_batch_size 8 (now 16))" in cmds["git-length-nopre_matched-cua-s0"][0]
+    assert sweep.main(["--config", str(cfg), "--out", str(out), "--collect_only"]) == 0
+    assert list(pd.read_csv(out / "runs.csv", index_col="run").index) == ["git-length-pre-cua-s0"]
+    capsys.readouterr()
+
+    (out / "git-length-nopre_matched-cua-s0").rename(out / "git-length-nopre_unmatched-cua-s0")
+    cmds = dry_run_commands(capsys, cfg, out, "text_pretrain=[true, unmatched]")
+    assert "done, skipped" in cmds["git-length-nopre_unmatched-cua-s0"][0]
 
 
 # ------------------------------------------------------------------------------- a real toy sweep

@@ -2,7 +2,9 @@
 
 import json
 import random
+import re
 import shutil
+from collections import Counter
 
 import datasets
 import pytest
@@ -129,6 +131,89 @@ def test_sentencepiece_version_is_recorded_and_fingerprinted(tok_dir, monkeypatc
     monkeypatch.undo()
     train_tokenizer.train_tokenizer(root, vocab_size=4096)  # as it was, for the tests after this one
     assert json.loads((tok_dir / "manifest.json").read_text())["fingerprint"] == manifest["fingerprint"]
+
+
+def test_the_training_recipe_is_recorded_and_fingerprinted(tok_dir, monkeypatch):
+    """A tokenizer trained the old way (SentencePiece's own seeds, retrained smaller) is retrained."""
+    manifest = json.loads((tok_dir / "manifest.json").read_text())
+    assert manifest["recipe"] == train_tokenizer.RECIPE >= 2
+    root = tok_dir.parent.parent
+    monkeypatch.setattr(train_tokenizer, "RECIPE", train_tokenizer.RECIPE - 1)
+    train_tokenizer.train_tokenizer(root, vocab_size=4096)
+    assert json.loads((tok_dir / "manifest.json").read_text())["fingerprint"] != manifest["fingerprint"]
+    monkeypatch.undo()
+    train_tokenizer.train_tokenizer(root, vocab_size=4096)  # as it was, for the tests after this one
+    assert json.loads((tok_dir / "manifest.json").read_text())["fingerprint"] == manifest["fingerprint"]
+
+
+# --- whole words: the built-in world's ~300 words must not come out as letters -----------------
+
+
+def _word_counts(root):
+    """How often each word (a lower-cased run of letters starting a whitespace word) occurs in
+    the raw text files, counted here, not by the stage."""
+    counts = Counter()
+    for f in sorted((root / "text").glob("*.train")):
+        for token in f.read_text(encoding="utf-8").lower().split():
+            if m := re.match(r"[a-z]+", token):
+                counts[m.group(0)] += 1
+    return counts
+
+
+def _frequent(root, at_least=50):
+    return sorted(w for w, n in _word_counts(root).items() if n >= at_least)
+
+
+def test_every_word_seen_50_times_is_one_piece(tok_dir, tiny_world):
+    """Before: 194 pieces, "is" -> ▁ is, "question" -> ▁qu es t i on; 19 of 65 such words split."""
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    frequent = _frequent(tiny_world)
+    assert len(frequent) >= 50 and {"question", "is", "are", "this", "box"} <= set(frequent)
+    split = {w: tok.tokenize(w) for w in frequent if tok.tokenize(w) != ["▁" + w]}
+    assert not split, f"{len(split)} of {len(frequent)} words seen 50+ times split: {split}"
+    # in running text too (the fast tokenizer is SentencePiece, checked above)
+    assert tok.tokenize("Question: what color is the box?") == ["▁question", ":", "▁what", "▁color", "▁is",
+                                                                 "▁the", "▁box", "?"]
+
+
+@pytest.mark.parametrize("a, b", [("this", "these"), ("is", "are"), ("that", "those"), ("has", "have")])
+def test_minimal_pair_words_are_one_piece_each(tok_dir, tiny_world, a, b):
+    """A minimal pair must not differ in token count because one word of it is the rarer (both are
+    common here, if not all 50 times in the tiny world: "these" 45, "have" 35)."""
+    counts = _word_counts(tiny_world)
+    assert counts[a] >= 30 and counts[b] >= 30
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    assert (tok.tokenize(a), tok.tokenize(b)) == (["▁" + a], ["▁" + b])
+    assert len(tok(f"{a} red ball")["input_ids"]) == len(tok(f"{b} red ball")["input_ids"])
+
+
+def test_a_text_too_small_for_the_vocabulary_says_so_and_keeps_its_words(tok_dir, tiny_world, tmp_path, capsys):
+    """The tiny world supports ~200 pieces, not 4096: the stage says so, with the number, on stderr,
+    and the pieces it has are its words, not its letters. The manifest records the real size."""
+    lines = ingest.load_text(tok_dir.parent.parent)["text"][:]
+    pieces = train_tokenizer._train_spm(lines, 4096, tmp_path / "spm")
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "spm.model"))
+    frequent = _frequent(tiny_world)
+    assert sp.get_piece_size() == pieces < 4096
+    assert [sp.encode(w, out_type=str) for w in frequent] == [["▁" + w] for w in frequent]
+    assert pieces > len(frequent)
+    assert f"WARNING: the text supports only {pieces} tokenizer pieces, not the 4096 asked for" in capsys.readouterr().err
+    manifest = json.loads((tok_dir / "manifest.json").read_text())
+    assert manifest["vocab_size"] == manifest["spm_pieces"] < manifest["requested_vocab_size"] == 4096
+    assert (manifest["frequent_words"], manifest["frequent_words_split"]) == (len(frequent), 0)
+
+
+def test_a_vocabulary_that_splits_frequent_words_is_an_error(tok_dir, tmp_path, monkeypatch):
+    """Without its whole-word seed lines (SentencePiece's stock seeds: what the stage used to train
+    on), the tiny world supports ~190 pieces, mostly fragments: one line says so and what to do,
+    rather than a near-character tokenizer being shipped."""
+    lines = ingest.load_text(tok_dir.parent.parent)["text"][:]
+    monkeypatch.setattr(train_tokenizer, "seed_word_lines", lambda counts, vocab_size: [])
+    with pytest.raises(DataError, match=r"^the tiny world: SentencePiece can train only \d+ of the 4096 tokenizer "
+                       r"pieces asked for, and they split \d+ of the \d+ words seen 50\+ times \(e\.g\. .*\); "
+                       r".*add text") as e:
+        train_tokenizer._train_spm(lines, 4096, tmp_path / "spm", source="the tiny world")
+    assert "\n" not in str(e.value)
 
 
 def test_special_tokens_and_offsets(tok_dir):

@@ -19,7 +19,9 @@ class SquareTask:
     def __init__(self):
         self.after = 0
 
-    def loss_terms(self, model, batch):
+    weights = {}  # every term weighs 1
+
+    def loss_terms(self, model, batch, num_items=None):
         return {"fit_loss": ((model(batch["x"]) - batch["y"]) ** 2).mean()}
 
     def after_step(self, model):

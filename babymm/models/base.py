@@ -113,10 +113,27 @@ class VisionLanguageConfig(DecoderConfig, VisionConfig):
             raise ValueError(f"--temperature {self.temperature} is below 1/{MAX_LOGIT_SCALE:g}, the logit-scale clamp")
 
 
-def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy over the real (unmasked) positions. logits [B, T, V]."""
+def lm_targets(mask: torch.Tensor) -> torch.Tensor:
+    """How many next-token targets `lm_loss` sums over: every real position after the first."""
+    return (mask[:, 1:] != 0).sum()
+
+
+def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,
+            num_items: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token cross-entropy over the real (unmasked) positions. logits [B, T, V].
+
+    The summed cross-entropy is divided by `num_items`; by default this batch's own target count
+    (`lm_targets(mask)`), i.e. the token mean. Under data parallelism pass the global batch's
+    count divided by the number of processes (transformers' `num_items_in_batch`, scaled for
+    DDP's gradient averaging): the mean over processes is then the global batch's token mean,
+    whatever the share of real tokens each process got.
+    """
     targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    total = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                            reduction="sum")
+    if num_items is None:
+        num_items = lm_targets(mask).clamp(min=1)
+    return total / num_items
 
 
 def last_token_state(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -153,19 +170,26 @@ class BabyModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 images: torch.Tensor | None = None, text_input_ids: torch.Tensor | None = None,
-                text_attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                text_attention_mask: torch.Tensor | None = None, caption_items: float | None = None,
+                text_items: float | None = None) -> dict[str, torch.Tensor]:
         """One training step's forward: a caption batch and, optionally, a text-only batch, in
-        one call so that data-parallel wrappers see every use of the parameters."""
-        out = {"caption_loss": lm_loss(self.caption_logits(input_ids, attention_mask), input_ids, attention_mask)}
+        one call so that data-parallel wrappers see every use of the parameters. `*_items`
+        normalise the LM losses (`lm_loss`'s `num_items`)."""
+        out = {"caption_loss": lm_loss(self.caption_logits(input_ids, attention_mask), input_ids, attention_mask,
+                                       caption_items)}
         if text_input_ids is not None:
-            out["text_loss"] = lm_loss(self.text_logits(text_input_ids, text_attention_mask),
-                                       text_input_ids, text_attention_mask)
+            out["text_loss"] = self.text_loss(text_input_ids, text_attention_mask, text_items)
         return out
+
+    def text_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  num_items: float | None = None) -> torch.Tensor:
+        """The text-only LM loss of a text batch (the decoder alone, no image)."""
+        return lm_loss(self.text_logits(input_ids, attention_mask), input_ids, attention_mask, num_items)
 
     @property
     def prefix_tokens(self) -> int:
-        """Image tokens the type puts into the decoder's own sequence (GIT's prefix); they count
-        against `max_positions`."""
+        """Extra positions the type puts into the decoder's own sequence beside the caption (GIT's
+        image prefix, CoCa's CLS); they count against `max_positions`."""
         return 0
 
     def clamp_logit_scale(self) -> None:
@@ -250,20 +274,30 @@ class VisionLanguageModel(BabyModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 images: torch.Tensor | None = None, text_input_ids: torch.Tensor | None = None,
-                text_attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                text_attention_mask: torch.Tensor | None = None, caption_items: float | None = None,
+                text_items: float | None = None, captioning: bool = True,
+                embeddings: bool = True) -> dict[str, torch.Tensor]:
         """Also returns both embeddings and the logit scale, so the contrastive loss is computed
-        outside (where features are gathered across processes) without unwrapping the model."""
+        outside (where features are gathered across processes) without unwrapping the model.
+        `captioning=False` skips the captioning pass and `embeddings=False` the contrastive
+        embeddings, for a task whose weight on them is 0 (a term that is not trained is not run)."""
+        if not (captioning or embeddings):
+            raise ValueError("nothing to compute: captioning and embeddings are both off")
         image_tokens = self.vision(images)  # [B, P, W]
-        logits, text_embeds = self.caption_pass(input_ids, attention_mask, self.condition(image_tokens))
-        out = {
-            "caption_loss": lm_loss(logits, input_ids, attention_mask),
-            "image_embeds": self.embed_images(image_tokens=image_tokens),
-            "text_embeds": text_embeds,
-            "logit_scale": self.logit_scale,
-        }
+        out: dict[str, torch.Tensor] = {}
+        if captioning and embeddings:
+            logits, out["text_embeds"] = self.caption_pass(input_ids, attention_mask, self.condition(image_tokens))
+        elif captioning:
+            logits = self.caption_logits(input_ids, attention_mask, self.condition(image_tokens))
+        else:
+            out["text_embeds"] = self.embed_texts(input_ids, attention_mask)
+        if captioning:
+            out["caption_loss"] = lm_loss(logits, input_ids, attention_mask, caption_items)
+        if embeddings:
+            out["image_embeds"] = self.embed_images(image_tokens=image_tokens)
+            out["logit_scale"] = self.logit_scale
         if text_input_ids is not None:
-            out["text_loss"] = lm_loss(self.text_logits(text_input_ids, text_attention_mask),
-                                       text_input_ids, text_attention_mask)
+            out["text_loss"] = self.text_loss(text_input_ids, text_attention_mask, text_items)
         return out
 
 
