@@ -36,7 +36,6 @@ import pandas as pd
 from babymm.checkpoint import milestone_dirs
 from babymm.config import DEFAULT_DATA_DIR
 from babymm.files import write_text_atomic
-from data_prep.stage import MANIFEST, prepared_dir
 from eval.run import SUMMARY, chance_of
 
 SETTINGS = {
@@ -98,7 +97,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _whole_data_fingerprint(data_dir: Path, subset: str, fingerprint: str) -> str | None:
     """The whole data's ingest fingerprint of budget subset `subset` of `data_dir`, if the subset's
     manifest there is still the one the run trained on (its fingerprint is the run's)."""
-    manifest = _read_json(prepared_dir(data_dir, subset) / "ingest" / MANIFEST)
+    # data_prep.stage's layout, spelled out: eval does not import data_prep (tests/test_layout.py);
+    # runs made since train.py writes data_manifest.json do not need this
+    manifest = _read_json(Path(data_dir) / "prepared" / "subsets" / subset / "ingest" / "manifest.json")
     if manifest is None or manifest.get("fingerprint") != fingerprint:
         return None
     return manifest.get("whole_data_fingerprint")
