@@ -32,16 +32,19 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))  # [3, S, S]
 
 
-def record_image_path(name: Any, base: Path, root: Path, where: str) -> Path:
+def record_image_path(name: Any, base: Path, root: Path, where: str,
+                      outside: tuple[str, str] | None = None) -> Path:
     """The image a record names (`name` relative to `base`, or absolute), which must lie under
     `root`, compared by name so a symlinked image folder inside it is fine. BadRecord naming
-    `where` (file:line) otherwise."""
+    `where` (file:line) otherwise; `outside` is (what to say of `root` and what to do, the skip
+    reason), by default for `root` the data directory."""
     if not isinstance(name, str) or not name.strip():
         raise BadRecord(f"{where}: 'image' must be a path, got {name!r}; fix it", "bad image path")
     path = lexical_path(name, base)
     if not is_inside(path, root):
-        raise BadRecord(f"{where}: image path {name!r} is outside the data directory {os.path.abspath(root)}; "
-                        "move the image under it (a symlink inside it is fine)", "image outside the data directory")
+        said, reason = outside or (f"the data directory {os.path.abspath(root)}; move the image under it (a "
+                                   "symlink inside it is fine)", "image outside the data directory")
+        raise BadRecord(f"{where}: image path {name!r} is outside {said}", reason)
     return path
 
 

@@ -49,9 +49,7 @@ from babymm.files import (
     DataError,
     atomic_dir,
     decode_line,
-    is_inside,
     iter_lines,
-    lexical_path,
     load_npy,
     parse_jsonl_line,
     read_json,
@@ -151,13 +149,9 @@ def _image_path(name: Any, jsonl: Path, data_dir: Path, image_root: Path | None,
     relative to the jsonl file and inside the data directory. BadRecord naming `where` otherwise."""
     if image_root is None:
         return record_image_path(name, jsonl.parent, data_dir, where)
-    if not isinstance(name, str) or not name.strip():
-        raise BadRecord(f"{where}: 'image' must be a path, got {name!r}; fix it", "bad image path")
-    path = lexical_path(name, image_root)
-    if not is_inside(path, image_root):
-        raise BadRecord(f"{where}: image path {name!r} is outside --image_root {image_root}; give it relative to "
-                        "that directory, without a '..' leading out of it", "image outside the image root")
-    return path
+    return record_image_path(name, image_root, image_root, where, outside=(
+        f"--image_root {image_root}; give it relative to that directory, without a '..' leading out of it",
+        "image outside the image root"))
 
 
 def _jsonl_images(files: list[Path], data_dir: Path, image_root: Path | None = None) -> list[Path]:
