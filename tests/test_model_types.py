@@ -349,17 +349,22 @@ def git_hidden(model, ids, mask, context):
     return seen["h"]
 
 
-def test_git_image_prefix_attends_both_ways():
-    """GIT's prefix is bidirectional: the last image token reaches the first image position, and every
-    image token reaches every text position."""
+def git_pass():
+    """A perturbed GIT, the toy batch's ids and mask, its image prefix, and that pass's final hidden states."""
     model = perturbed("git")
     batch = toy_batch()
     ids, mask = batch["input_ids"], batch["attention_mask"]
+    context = model.image_context(batch["images"])
+    return model, ids, mask, context, git_hidden(model, ids, mask, context)
+
+
+def test_git_image_prefix_attends_both_ways():
+    """GIT's prefix is bidirectional: the last image token reaches the first image position, and every
+    image token reaches every text position."""
     with torch.no_grad():
-        context = model.image_context(batch["images"])
+        model, ids, mask, context, h = git_pass()
         P = context.shape[1]
         assert P == model.prefix_tokens == 16
-        h = git_hidden(model, ids, mask, context)
         for j in (P - 1, 0):
             moved = context.clone()
             moved[:, j] += 5.0
@@ -371,13 +376,9 @@ def test_git_image_prefix_attends_both_ways():
 
 def test_git_text_is_causal_and_never_reaches_the_image():
     """Changing text token k changes text positions k.. and no earlier position, image or text."""
-    model = perturbed("git")
-    batch = toy_batch()
-    ids, mask = batch["input_ids"], batch["attention_mask"]
     with torch.no_grad():
-        context = model.image_context(batch["images"])
+        model, ids, mask, context, h = git_pass()
         P = context.shape[1]
-        h = git_hidden(model, ids, mask, context)
         for k in (1, 4):
             changed = ids.clone()
             changed[:, k] = (changed[:, k] + 1 - 3) % (V - 3) + 3
