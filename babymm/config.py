@@ -21,7 +21,7 @@ from babymm.checkpoint import parse_milestones
 from babymm.models import DEFAULT_PRESET, MODEL_TYPES, PRESETS, DecoderConfig, model_class
 from babymm.tasks import LMLossArguments, task_for
 from babymm.training import stage_warmup
-from babymm.vision import VisionConfig
+from babymm.models.vision import VisionConfig
 
 DEFAULT_DATA_DIR = "data/world"
 

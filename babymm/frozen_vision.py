@@ -44,7 +44,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from babymm.files import DataError
-from babymm.vision import POOLINGS
+from babymm.models.vision import POOLINGS
 
 CONFIG, PREPROCESSOR = "config.json", "preprocessor_config.json"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -66,7 +66,7 @@ from babymm.training import (
     text_only,
     with_text,
 )
-from babymm.vision import PIXEL_ENCODERS, VisionConfig
+from babymm.models.vision import PIXEL_ENCODERS, VisionConfig
 from data_prep import budget as budget_stage
 from data_prep.build_curriculum import build_curriculum
 from data_prep.pipeline import Prepared, prepare

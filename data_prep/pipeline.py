@@ -21,7 +21,7 @@ from pathlib import Path
 
 from babymm.curriculum import load_curriculum
 from babymm.files import DataError
-from babymm.vision import POOLINGS
+from babymm.models.vision import POOLINGS
 from data_prep import (
     budget,
     build_curriculum,

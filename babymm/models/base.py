@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from babymm.vision import VisionConfig, build_vision_encoder
+from .vision import VisionConfig, build_vision_encoder
 
 MULTIMODAL_CONFIG = "babymm_config.json"
 MULTIMODAL_WEIGHTS = "multimodal.safetensors"

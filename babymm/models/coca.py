@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from babymm.models.base import VisionLanguageConfig, VisionLanguageModel
-from babymm.models.cross_attention import CrossAttentionBlock, CrossAttentionHooks
+from .base import VisionLanguageConfig, VisionLanguageModel
+from .cross_attention import CrossAttentionBlock, CrossAttentionHooks
 
 
 @dataclass

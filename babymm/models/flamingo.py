@@ -12,8 +12,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from babymm.models.base import VisionLanguageConfig, VisionLanguageModel
-from babymm.models.cross_attention import CrossAttentionBlock, CrossAttentionHooks, FeedForward
+from .base import VisionLanguageConfig, VisionLanguageModel
+from .cross_attention import CrossAttentionBlock, CrossAttentionHooks, FeedForward
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from babymm.models.base import VisionLanguageConfig, VisionLanguageModel
+from .base import VisionLanguageConfig, VisionLanguageModel
 
 # attention implementations whose kernels take a dense 4-D mask: sdpa a boolean one (True:
 # attend), eager an additive float one (0 or the dtype's minimum), as transformers builds them

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from babymm.models.base import BabyModel, DecoderConfig
+from .base import BabyModel, DecoderConfig
 
 
 @dataclass
