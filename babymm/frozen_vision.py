@@ -44,7 +44,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from babymm.files import DataError
-from babymm.models.vision import POOLINGS
+from babymm.models.vision import POOLINGS, pool_tokens
 
 CONFIG, PREPROCESSOR = "config.json", "preprocessor_config.json"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -163,17 +163,6 @@ def read_images(paths: Sequence[str | Path], where: Sequence[str] | None = None,
 
 
 # -- the model ---------------------------------------------------------------------------------
-def pool_tokens(last_hidden_state: torch.Tensor, pooling: str, prefix_tokens: int = 1) -> torch.Tensor:
-    """[B, T, D] tokens -> [B, D] (cls, mean) or [B, T, D] (patch); `prefix_tokens`: CLS and
-    register tokens before the patches."""
-    check_pooling(pooling)
-    if pooling == "cls":
-        return last_hidden_state[:, 0]
-    if pooling == "mean":
-        return last_hidden_state[:, prefix_tokens:].mean(dim=1)
-    return last_hidden_state
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

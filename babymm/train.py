@@ -54,7 +54,7 @@ from babymm.curriculum import CurriculumSpec, PacingSpec, load_curriculum, pacin
 from babymm.data import CaptionData, TextBlocks
 from babymm.environment import environment
 from babymm.files import DataError, atomic_dir, read_json, write_json_atomic
-from babymm.models import BabyModel, build_model, model_class
+from babymm.models import BabyModel, build_model, model_class, save_model
 from babymm.tasks import TextPretraining, task_for
 from babymm.tokenizer import load_tokenizer, word_starts
 from babymm.training import (
@@ -316,8 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     total_steps = sum(s[2] for s in stages)
 
     def export(d: Path) -> None:
-        model.save_pretrained(d)
-        tokenizer.save_pretrained(d)
+        save_model(model, tokenizer, d)
         write_json_atomic(d / "run_config.json", cfg.to_dict())
 
     def end_of_step(st: TrainState, words_before: int) -> None:
@@ -356,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         # the module itself (accelerate's wrapper only ever wraps it), each file renamed into place whole
         with tempfile.TemporaryDirectory(dir=out, prefix=".final-") as staged:
-            model.save_pretrained(staged)
-            tokenizer.save_pretrained(staged)
+            save_model(model, tokenizer, staged)
             for f in Path(staged).iterdir():
                 os.replace(f, out / f.name)
         print(f"[train] {state.words_seen:,} words seen in {state.step} steps; saved model and tokenizer to {out}")

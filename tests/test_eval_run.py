@@ -17,8 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from babymm import train
 from babymm.config import TrainArguments
 from babymm.images import load_image
-from babymm.models import GitConfig, build_model, load_model
-from babymm.models.base import MULTIMODAL_CONFIG
+from babymm.models import GitConfig, build_model, load_model, save_model
 from eval import run as eval_run
 from eval.gap_metrics import centroid_distance
 from eval.lm_adapter import BabymmLM
@@ -127,15 +126,13 @@ def scored(tiny_run, eval_data, tmp_path_factory):
 def test_features_run_skips_then_scores_by_feature_id(tiny_run, eval_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(eval_data / "eval", data / "eval")
-    saved = json.loads((tiny_run / MULTIMODAL_CONFIG).read_text())
+    saved = json.loads((tiny_run / "config.json").read_text())["babymm"]
     cfg = GitConfig.from_dict({**saved, "vision_encoder": "features"}).resolve(feature_dim=FEATURE_DIM)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     run_dir = tmp_path / "features-run"
     run_dir.mkdir()
-    model.save_pretrained(run_dir)
-    tok = AutoTokenizer.from_pretrained(tiny_run)
-    tok.save_pretrained(run_dir)
+    save_model(model, AutoTokenizer.from_pretrained(tiny_run), run_dir)
 
     results = eval_run.evaluate_run(run_dir, data, batch_size=5)
 

@@ -356,8 +356,24 @@ def test_train_on_frozen_features_end_to_end(tiny_world, dino, tmp_path):
                      "--word_milestones", "none", "--checkpointing_steps", "0"])
     assert rc == 0
     key = frozen_vision.model_key(dino, "cls")
-    saved = json.loads((out / "babymm_config.json").read_text())
+    exported = json.loads((out / "config.json").read_text())
+    saved = exported["babymm"]
     assert saved["vision_encoder"] == "features" and saved["vision_model"] == str(dino)
+    # the export carries the frozen model: pixels in, the same logits as its features in
+    assert exported["image_features"]["pooling"] == "cls"
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    enc = processor(text="a red circle", images=image, return_tensors="pt")
+    features = torch.from_numpy(frozen_vision.encode_images([image], dino, "cls", device="cpu"))
+    with torch.no_grad():
+        from_pixels = hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                         pixel_values=enc["pixel_values"]).logits
+        from_features = hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                           image_features=features).logits
+    torch.testing.assert_close(from_pixels, from_features, rtol=1e-5, atol=1e-5)
     assert saved["feature_dim"] == DIM and saved["feature_tokens"] == 1  # the frozen model's rows
     assert saved["vision_model_key"] == key  # eval refuses the model directory if it changes
     assert (data / "prepared" / "features" / key / "features.npy").exists()

@@ -19,7 +19,7 @@ def _train_rows(run):
 
 def test_run_writes_everything(tiny_run):
     names = {p.name for p in tiny_run.iterdir()}
-    assert {"config.json", "model.safetensors", "multimodal.safetensors", "babymm_config.json", "tokenizer.json",
+    assert {"config.json", "model.safetensors", "modeling_babymm.py", "processor_config.json", "tokenizer.json",
             "run_config.json", "curriculum_manifest.json", "word_counts.json", "metrics.jsonl",
             "results.json", "results.md", "predictions", "gap_over_training.png"} <= names
     metrics = _train_rows(tiny_run)
@@ -75,7 +75,7 @@ def test_saved_model_loads_with_auto_classes_and_scores_the_same(tiny_run):
     assert ours == pytest.approx(standard, abs=1e-4)
     # the multimodal model reloads with the same decoder weights
     mm = load_model(tiny_run)
-    assert torch.equal(mm.decoder.lm_head.weight, model.lm_head.weight)
+    assert torch.equal(mm.decoder.lm_head.weight, model.get_output_embeddings().weight)
 
 
 def test_unknown_curriculum_is_one_line_error(tiny_world, tmp_path, capsys):

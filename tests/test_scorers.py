@@ -301,7 +301,7 @@ def test_perplexity_bad_model_dir(tmp_path):
 
 # -- alignment ---------------------------------------------------------------------------
 def tiny_babymm(model_type, tokenizer, out):
-    from babymm.models import build_model, model_class
+    from babymm.models import build_model, model_class, save_model
 
     cls = model_class(model_type)
     args = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=64)
@@ -312,8 +312,7 @@ def tiny_babymm(model_type, tokenizer, out):
         derived.update(image_size=32)
     torch.manual_seed(1)
     model = build_model(cls.config_class(**args).resolve(**derived)).eval()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_model(model, tokenizer, out)
     return model
 
 

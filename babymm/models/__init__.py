@@ -2,24 +2,23 @@
 
 Each type is a model class with its own config class beside it (`config_class`); training
 and eval only use the shared interface (`BabyModel`, `VisionLanguageModel`). Add a type by
-writing its module and registering its class here.
+writing its module and registering its class here (and, for an image type, in
+modeling_babymm.IMAGE_TYPES, which exported checkpoints use). Saving and loading: saving.py.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from babymm.models.base import (
     BabyModel,
     DecoderConfig,
     VisionLanguageConfig,
     VisionLanguageModel,
-    load_saved,
 )
 from babymm.models.coca import CocaConfig, CocaModel
 from babymm.models.flamingo import FlamingoConfig, FlamingoModel
 from babymm.models.git import GitConfig, GitModel
 from babymm.models.presets import DEFAULT_PRESET, PRESETS
+from babymm.models.saving import load_model, register, save_model
 from babymm.models.text import TextConfig, TextModel
 
 MODEL_TYPES: dict[str, type[BabyModel]] = {
@@ -36,10 +35,8 @@ def build_model(config: DecoderConfig) -> BabyModel:
     return model_class(config.model_type)(config)
 
 
-def load_model(path: str | Path) -> BabyModel:
-    return load_saved(path, MODEL_TYPES)
-
+register()  # importing babymm lets the auto classes load its checkpoints without remote code
 
 __all__ = ["DEFAULT_PRESET", "MODEL_TYPES", "PRESETS", "BabyModel", "CocaConfig", "DecoderConfig",
            "FlamingoConfig", "GitConfig", "TextConfig", "VisionLanguageConfig", "VisionLanguageModel",
-           "build_model", "load_model", "model_class"]
+           "build_model", "load_model", "model_class", "save_model"]

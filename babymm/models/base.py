@@ -1,10 +1,9 @@
-"""What every model type shares: the text decoder, the config contract, save and load.
+"""What every model type shares: the text decoder and the config contract.
 
-Every type is a plain `LlamaForCausalLM` decoder plus what the type adds around it. The
-decoder is saved at the run's root with `save_pretrained`, so `AutoModelForCausalLM`
-loads it for the text benchmarks, and it is exactly the model's text path: whatever a type
-adds only acts when an image is given. The rest is saved beside it in
-`multimodal.safetensors`, with the type's config in `babymm_config.json`.
+Every type is a plain `LlamaForCausalLM` decoder plus what the type adds around it, and the
+decoder alone is exactly the model's text path: whatever a type adds only acts when an image is
+given. Saving and loading are in babymm.models.saving (this file travels inside exported
+checkpoints, so it imports only torch and transformers).
 
 A type's config is a dataclass whose init fields are its flags (parsed straight into it by
 `HfArgumentParser`, no second copy in the run config), and whose `init=False` fields are
@@ -15,22 +14,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .vision import VisionConfig, build_vision_encoder
 
-MULTIMODAL_CONFIG = "babymm_config.json"
-MULTIMODAL_WEIGHTS = "multimodal.safetensors"
 MAX_LOGIT_SCALE = 100.0
 
 
@@ -79,6 +74,14 @@ class DecoderConfig:
             raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
         cfg = cls(**{k: v for k, v in d.items() if fields[k].init})
         return cfg.resolve(**{k: v for k, v in d.items() if not fields[k].init})
+
+    @classmethod
+    def from_text_config(cls, text: LlamaConfig) -> DecoderConfig:
+        """The config of a saved decoder (`text_config`'s inverse)."""
+        cfg = cls(hidden_size=text.hidden_size, num_layers=text.num_hidden_layers, num_heads=text.num_attention_heads,
+                  intermediate_size=text.intermediate_size, max_positions=text.max_position_embeddings)
+        return cfg.resolve(vocab_size=text.vocab_size, bos_token_id=text.bos_token_id,
+                           eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id)
 
     def check(self) -> None:
         """Raise ValueError naming the flag if the architecture cannot be built."""
@@ -163,10 +166,18 @@ class BabyModel(nn.Module):
         """What the type conditions the decoder on; None for no image (the text path)."""
         return None
 
+    def decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context: torch.Tensor | None = None,
+               output_hidden_states: bool = False) -> CausalLMOutputWithPast:
+        """The decoder's output on the caption tokens given `image_context(images)` (None: no
+        image, the plain decoder): logits [B, T, V] at the caption positions only, and with
+        `output_hidden_states` every layer's states over the whole sequence the decoder ran
+        (for GIT the image prefix first). Each type with vision overrides it."""
+        return self.decoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
+
     def caption_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        context: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T, V] of the caption tokens given `image_context(images)` (None: no image)."""
-        return self.text_logits(input_ids, attention_mask)
+        return self.decode(input_ids, attention_mask, context).logits
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 images: torch.Tensor | None = None, text_input_ids: torch.Tensor | None = None,
@@ -197,15 +208,6 @@ class BabyModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-    # -- persistence --------------------------------------------------------------------
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        out_dir = Path(out_dir)
-        self.decoder.save_pretrained(out_dir)  # config.json + model.safetensors (llama)
-        rest = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-                if not k.startswith("decoder.")}
-        save_file(rest, str(out_dir / MULTIMODAL_WEIGHTS))
-        (out_dir / MULTIMODAL_CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
 
 
 class VisionLanguageModel(BabyModel):
@@ -299,23 +301,3 @@ class VisionLanguageModel(BabyModel):
         if text_input_ids is not None:
             out["text_loss"] = self.text_loss(text_input_ids, text_attention_mask, text_items)
         return out
-
-
-def load_saved(path: str | Path, model_types: dict[str, type[BabyModel]]) -> BabyModel:
-    path = Path(path)
-    cfg_path = path / MULTIMODAL_CONFIG
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{cfg_path} not found: {path} is not a saved babymm model")
-    saved = json.loads(cfg_path.read_text())
-    model_type = saved.get("model_type")
-    if model_type not in model_types:
-        raise ValueError(f"{cfg_path}: model type {model_type!r} unknown; known: {sorted(model_types)}")
-    cls = model_types[model_type]
-    config = cls.config_class.from_dict(saved)
-    decoder = AutoModelForCausalLM.from_pretrained(path)
-    model = cls(config, decoder=decoder)
-    missing, unexpected = model.load_state_dict(load_file(str(path / MULTIMODAL_WEIGHTS)), strict=False)
-    missing = [k for k in missing if not k.startswith("decoder.")]
-    if missing or unexpected:
-        raise ValueError(f"{path / MULTIMODAL_WEIGHTS}: missing {missing}, unexpected {unexpected}")
-    return model

@@ -101,11 +101,11 @@ class CocaModel(VisionLanguageModel):
             image_tokens = self.vision(images)
         return F.normalize(self.image_head(self.image_pool(image_tokens)[:, 0]), dim=-1)
 
-    def caption_logits(self, input_ids, attention_mask, context=None):
+    def decode(self, input_ids, attention_mask, context=None, output_hidden_states=False):
         if context is None:
-            return self.text_logits(input_ids, attention_mask)
+            return super().decode(input_ids, attention_mask, None, output_hidden_states)
         with self._hooks.attending(context):
-            return self.text_logits(input_ids, attention_mask)
+            return super().decode(input_ids, attention_mask, None, output_hidden_states)
 
     def with_cls(self, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -71,8 +71,8 @@ class FlamingoModel(VisionLanguageModel):
     def condition(self, image_tokens: torch.Tensor) -> torch.Tensor:
         return self.resampler(image_tokens)  # [B, L, W]
 
-    def caption_logits(self, input_ids, attention_mask, context=None):
+    def decode(self, input_ids, attention_mask, context=None, output_hidden_states=False):
         if context is None:
-            return self.text_logits(input_ids, attention_mask)
+            return super().decode(input_ids, attention_mask, None, output_hidden_states)
         with self._hooks.attending(context):
-            return self.text_logits(input_ids, attention_mask)
+            return super().decode(input_ids, attention_mask, None, output_hidden_states)

@@ -72,11 +72,12 @@ class GitModel(VisionLanguageModel):
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
             ~allowed, torch.finfo(dtype).min)
 
-    def caption_logits(self, input_ids, attention_mask, context=None):
+    def decode(self, input_ids, attention_mask, context=None, output_hidden_states=False):
         if context is None:
-            return self.text_logits(input_ids, attention_mask)
+            return super().decode(input_ids, attention_mask, None, output_hidden_states)
         text = self.decoder.get_input_embeddings()(input_ids)  # [B, T, H]
         embeds = torch.cat([context.to(text.dtype), text], dim=1)  # [B, P+T, H]
         mask = self.prefix_mask(context.shape[1], attention_mask, embeds.dtype)
-        # the head reads the text positions only: [B, T, V]
-        return self.decoder(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=input_ids.shape[1]).logits
+        # the head reads the text positions only: [B, T, V]; hidden states cover prefix and text
+        return self.decoder(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=input_ids.shape[1],
+                            output_hidden_states=output_hidden_states)

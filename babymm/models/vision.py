@@ -135,6 +135,18 @@ class FeatureEncoder(nn.Module):
         return self.norm(self.proj(features.float()))
 
 
+def pool_tokens(last_hidden_state: torch.Tensor, pooling: str, prefix_tokens: int = 1) -> torch.Tensor:
+    """A frozen vision model's [B, T, D] tokens -> [B, D] (cls, mean) or [B, T, D] (patch);
+    `prefix_tokens`: CLS and register tokens before the patches (see babymm.frozen_vision)."""
+    if pooling == "cls":
+        return last_hidden_state[:, 0]
+    if pooling == "mean":
+        return last_hidden_state[:, prefix_tokens:].mean(dim=1)
+    if pooling == "patch":
+        return last_hidden_state
+    raise ValueError(f"vision pooling {pooling!r} unknown; use one of {', '.join(POOLINGS)}")
+
+
 _ENCODERS: dict[str, type[nn.Module]] = {"conv": ConvEncoder, "vit": ViTEncoder, "features": FeatureEncoder}
 
 
