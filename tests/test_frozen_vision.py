@@ -414,3 +414,43 @@ def test_babylm_feature_layout_with_a_budget_end_to_end(tiny_world, dino, tmp_pa
     for task in ("winoground", "vqa"):
         assert "acc" in results[task] and "skipped" not in results[task], results[task]
         assert (data / "prepared" / "eval_features" / key / task / "features.npy").exists()
+
+
+@pytest.mark.parametrize("pooling", ["cls", "patch"])
+def test_export_a_corpus_features_run_with_the_model_that_made_them(dino, tmp_path, pooling, tiny_run, tiny_world):
+    """A run on the corpus's precomputed features names no vision model: its checkpoint refuses
+    pixels in one line; `python -m babymm.export RUN --vision_model DIR` makes it take pixels, with
+    the logits its features would give."""
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    from babymm.export import main as export_main
+    from babymm.models import save_model
+    from babymm.tokenizer import load_tokenizer
+    tok_dir = tiny_world / "prepared" / "tokenizer"
+    tokens = TOKENS if pooling == "patch" else 1
+    cfg = GitConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vision_encoder="features",
+                    vision_width=32, vision_heads=2, embed_dim=16, vision_pooling=pooling)
+    tok = load_tokenizer(tok_dir)
+    cfg = cfg.resolve(vocab_size=len(tok), feature_dim=DIM, feature_tokens=tokens)
+    torch.manual_seed(0)
+    from babymm.models import build_model
+
+    run = tmp_path / "run"
+    save_model(build_model(cfg).eval(), tok, run)
+    hf = AutoModelForCausalLM.from_pretrained(run).eval()
+    ids = torch.tensor([[2, 5, 6]])
+    with pytest.raises(ValueError, match="babymm.export"):
+        hf(input_ids=ids, pixel_values=torch.zeros(1, 3, 32, 32))
+    assert export_main(["--run_dir", str(run), "--vision_model", str(tmp_path / "nothing")]) == 1
+
+    assert export_main(["--run_dir", str(run), "--vision_model", str(dino)]) == 0
+    hf = AutoModelForCausalLM.from_pretrained(run).eval()
+    processor = AutoProcessor.from_pretrained(run)
+    image = random_image(np.random.default_rng(1))
+    enc = processor(text="a red circle", images=image, return_tensors="pt")
+    hidden, pooled = direct(dino, [image])
+    features = torch.from_numpy(pooled if pooling == "cls" else hidden)
+    with torch.no_grad():
+        from_pixels = hf(input_ids=enc["input_ids"], pixel_values=enc["pixel_values"]).logits
+        from_features = hf(input_ids=enc["input_ids"], image_features=features).logits
+    torch.testing.assert_close(from_pixels, from_features, rtol=1e-5, atol=1e-5)

@@ -165,7 +165,7 @@ class BabymmPreTrainedModel(PreTrainedModel):
             if self.image_features is None:
                 raise ValueError("this model was trained on precomputed image features and carries no vision model "
                                  "to compute them from pixels; pass image_features=, or export it again with the "
-                                 "vision model that made the features (python -m babymm.export RUN --vision_model DIR)")
+                                 "vision model that made the features (python -m babymm.export --run_dir RUN --vision_model DIR)")
             image_features = self.image_features(pixel_values)
             pixel_values = None
         if image_features is not None and encoder != "features":

@@ -96,7 +96,7 @@ def frozen_vision_of(model: VisionLanguageModel) -> Any | None:
     if not cfg.vision_model:
         _say("this run was trained on precomputed features and names no --vision_model, so its export takes "
              "image_features= but no pixels (the official pipeline feeds pixels); export it with the model that "
-             "made the features: python -m babymm.export RUN --vision_model DIR")
+             "made the features: python -m babymm.export --run_dir RUN --vision_model DIR")
         return None
     from babymm.frozen_vision import load_frozen_vision
 
@@ -104,7 +104,7 @@ def frozen_vision_of(model: VisionLanguageModel) -> Any | None:
     if cfg.vision_model_key and frozen.key != cfg.vision_model_key:
         _say(f"{cfg.vision_model} has changed since the run was built (key {frozen.key}, trained with "
              f"{cfg.vision_model_key}): the export carries no vision model; name the original with "
-             "python -m babymm.export RUN --vision_model DIR")
+             "python -m babymm.export --run_dir RUN --vision_model DIR")
         return None
     return frozen
 
@@ -157,12 +157,12 @@ def save_model(model: BabyModel, tokenizer: PreTrainedTokenizerBase | None, out_
 def load_model(path: str | Path) -> BabyModel:
     """The babymm model saved in `path` (any type, this format or the one before it)."""
     path = Path(path)
-    if (path / LEGACY_CONFIG).is_file():
-        return _load_legacy(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found: {path} is not a saved babymm model")
     model_type = json.loads(cfg_file.read_text()).get("model_type")
+    if model_type != BabymmConfig.model_type and (path / LEGACY_CONFIG).is_file():
+        return _load_legacy(path)
     if model_type == BabymmConfig.model_type:
         register()
         model = BabymmForCausalLM.from_pretrained(path).babymm

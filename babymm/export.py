@@ -1,0 +1,87 @@
+"""Export a run (or one of its word milestones) again as the checkpoint the official pipeline loads.
+
+    python -m babymm.export --run_dir RUN [--vision_model DIR] [--output_dir OUT]
+
+Two uses. A run trained on precomputed features (the BabyLM corpus's DINOv2 vectors) names no
+vision model, so its export cannot take pixels; `--vision_model` names the frozen model that made
+the features (a local `save_pretrained` directory, e.g. DINOv2) and the export carries it, read
+with the run's `--vision_pooling`. And a run saved in babymm's earlier format
+(`multimodal.safetensors` + `babymm_config.json`) is rewritten as a transformers checkpoint.
+Without `--output_dir` the run directory is rewritten in place, each file renamed into place
+whole; the previous format's files are then removed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from babymm.files import DataError
+from babymm.models import load_model, save_model
+from babymm.models.saving import LEGACY_CONFIG, LEGACY_WEIGHTS
+from babymm.tokenizer import load_tokenizer
+
+
+@dataclass
+class ExportArguments:
+    run_dir: str = field(metadata={"help": "A run directory or a milestone directory (milestones/chck_*)."})
+    vision_model: str | None = field(default=None, metadata={
+        "help": "Local directory of the frozen vision model that made the run's training features; the export "
+                "carries it so that the checkpoint takes pixels."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write (default: the run, in place)."})
+
+
+def frozen_for(model, vision_model: str):
+    """The frozen vision model to carry, checked against what the run was trained on."""
+    from babymm.frozen_vision import load_frozen_vision
+
+    cfg = model.config
+    if not model.has_vision or cfg.vision_encoder != "features":
+        raise DataError(f"--vision_model applies to a run trained on features; this one is "
+                        f"{cfg.model_type} with --vision_encoder {getattr(cfg, 'vision_encoder', None)}")
+    frozen = load_frozen_vision(vision_model, cfg.vision_pooling, device="cpu")
+    if cfg.vision_model_key and frozen.key != cfg.vision_model_key:
+        raise DataError(f"{vision_model}: key {frozen.key}, but the run's features were made by "
+                        f"{cfg.vision_model_key}; name that model")
+    width = frozen.model.config.hidden_size
+    if width != cfg.feature_dim:
+        raise DataError(f"{vision_model}: gives {width}-dim features, the run was trained on {cfg.feature_dim}-dim "
+                        "ones; name the model that made its features")
+    return frozen
+
+
+def export(run_dir: str | Path, vision_model: str | None = None, output_dir: str | Path | None = None) -> Path:
+    run_dir = Path(run_dir)
+    model = load_model(run_dir)
+    tokenizer = load_tokenizer(run_dir)
+    frozen = frozen_for(model, vision_model) if vision_model else None
+    out = Path(output_dir) if output_dir else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staged:
+        save_model(model, tokenizer, staged, frozen=frozen)
+        for f in Path(staged).iterdir():
+            os.replace(f, out / f.name)
+    if out == run_dir:
+        for name in (LEGACY_CONFIG, LEGACY_WEIGHTS):
+            (out / name).unlink(missing_ok=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    (args,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(argv)
+    try:
+        out = export(args.run_dir, args.vision_model, args.output_dir)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"[export] {out}: a transformers checkpoint (AutoModelForCausalLM / AutoProcessor, trust_remote_code)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
