@@ -5,9 +5,13 @@
 Writes BabyLM-format data (text `.train` files, a captions jsonl with PNG images, and eval
 sets in the formats of BLiMP, EWoK, Winoground and VQA, plus zero-shot classification of
 one-object images) so that the rest of the pipeline has one path for the built-in world and
-real data. Captions are graded from one attribute ("a red circle") up to relations, counts,
-negation and child-directed question-answer pairs, so caption length and difficulty vary and
-a curriculum means something. The text corpus exercises every phenomenon the text eval sets
+real data. Winoground and VQA are written twice, with the same items and image bytes: in
+babymm's layout (`eval/winoground`, `eval/vqa`) and in the official BabyLM 2025 pipeline's
+(`eval/babylm2025/{winoground,vqa}`: its jsonl fields, and an `images/` dataset that
+`datasets.load_dataset(dir, split="test")` opens offline), so the official pipeline can score a
+run on the very items babymm scores it on. Captions are graded from one attribute ("a red
+circle") up to relations, counts, negation and child-directed question-answer pairs, so caption
+length and difficulty vary and a curriculum means something. The text corpus exercises every phenomenon the text eval sets
 test (agreement across relative clauses, reflexives, negative polarity "ever", two-sentence
 inferences) but never contains an eval sentence. Eight colour-shape compositions never occur
 in training data (images, captions or text) and are marked in the image eval sets, which test
@@ -37,7 +41,7 @@ from babymm.files import atomic_dir, write_json_atomic
 from babymm.text import with_article
 from data_prep.stage import log
 
-VERSION = "world-2"
+VERSION = "world-3"  # 3: Winoground items in both directions (two images each); the BabyLM 2025 layout
 DEFAULT_BUDGET = 500_000  # training words (text + captions) of the default world
 COLORS = {
     "red": (220, 30, 30), "blue": (30, 70, 225), "green": (30, 150, 50), "yellow": (245, 220, 30),
@@ -71,16 +75,21 @@ SIZES = ["small", "big"]
 SPATIAL = {"to the left of": "to the right of", "to the right of": "to the left of",
            "above": "below", "below": "above", "in front of": "behind", "behind": "in front of"}
 HELDOUT_COUNT = 8
-# full-size eval sets: items per file (BLiMP per subtask, EWoK per domain, zero-shot per file);
-# at 1,000 items the 95% CI half-width of an accuracy near 0.6 is about 3 points
+# full-size eval sets: items per file (BLiMP per subtask, EWoK per domain, zero-shot per file;
+# Winoground rows, two per item, one per image, so it stays even); at 1,000 items the 95% CI
+# half-width of an accuracy near 0.6 is about 3 points
 EVAL_SIZES = {"blimp": 300, "ewok": 300, "winoground": 1000, "vqa": 1000, "captions": 1000, "zeroshot": 400}
 MIN_EVAL_ITEMS = 10
 MAX_EVAL_SCALE = 4.0
+OFFICIAL_DIR = "babylm2025"  # eval/<this>/: Winoground and VQA in the official 2025 pipeline's layout
 
 
 def eval_sizes(scale: float = 1.0) -> dict[str, int]:
-    """Items per eval file at `scale` (rounded, at least MIN_EVAL_ITEMS)."""
-    return {k: max(MIN_EVAL_ITEMS, round(n * scale)) for k, n in EVAL_SIZES.items()}
+    """Items per eval file at `scale` (rounded, at least MIN_EVAL_ITEMS; Winoground rounded to
+    an even number of rows, whole items)."""
+    sizes = {k: max(MIN_EVAL_ITEMS, round(n * scale)) for k, n in EVAL_SIZES.items()}
+    sizes["winoground"] = 2 * max(MIN_EVAL_ITEMS // 2, round(EVAL_SIZES["winoground"] * scale / 2))
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -727,17 +736,42 @@ def ewok_rows(seed: int, domain: str, n: int) -> list[dict]:
 # ---------------------------------------------------------------------------- eval sets: images
 
 
-def winoground_item(w: World, rng: random.Random, heldout: bool) -> tuple[list[Obj], str, str]:
-    """Two objects; the foil uses the same words in another order (so never "a" vs "an")."""
+@dataclass(frozen=True)
+class WinogroundItem:
+    """Two scenes and two captions with the same words in another order (so never "a" vs "an"):
+    caption A is true of scene A only, caption B of scene B only, as in Winoground. `tag` and
+    `collapsed_tag` name the swap in Winoground's terms: colour adjectives swapped between the
+    nouns (a relation swap) or the two noun phrases swapped around a spatial relation (an
+    object swap)."""
+
+    scene_a: list[Obj]
+    scene_b: list[Obj]
+    caption_a: str
+    caption_b: str
+    tag: str
+    collapsed_tag: str
+
+
+def winoground_item(w: World, rng: random.Random, heldout: bool) -> WinogroundItem:
+    """Two objects of different colours and shapes. Scene B swaps their colours ("a red circle
+    and a blue square" / "a blue circle and a red square") or their cells ("a red circle is
+    above a blue square" / "a blue square is above a red circle"). With `heldout` scene A holds
+    a held-out composition; without it neither scene does."""
     while True:
         p, q = w.scene(rng, 2, heldout)
         if p.color == q.color or p.shape == q.shape or "orange" in (p.color, q.color):
             continue
         rel = relation(p, q)
         if rel is not None and rng.random() < 0.5:
-            return [p, q], f"a {p.name} is {rel} a {q.name}", f"a {q.name} is {rel} a {p.name}"
-        return ([p, q], f"a {p.color} {p.shape} and a {q.color} {q.shape}",
-                f"a {q.color} {p.shape} and a {p.color} {q.shape}")
+            b = [Obj(p.shape, p.color, p.size, q.col, q.row), Obj(q.shape, q.color, q.size, p.col, p.row)]
+            item = WinogroundItem([p, q], b, f"a {p.name} is {rel} a {q.name}", f"a {q.name} is {rel} a {p.name}",
+                                  "Noun Phrase", "Object")
+        else:
+            b = [Obj(p.shape, q.color, p.size, p.col, p.row), Obj(q.shape, p.color, q.size, q.col, q.row)]
+            item = WinogroundItem([p, q], b, f"a {p.color} {p.shape} and a {q.color} {q.shape}",
+                                  f"a {q.color} {p.shape} and a {p.color} {q.shape}", "Adjective-Color", "Relation")
+        if heldout or not any(w.is_heldout(o) for o in b):
+            return item
 
 
 ANSWERS = {"color": list(COLORS), "shape": SHAPES, "count": NUMBERS, "position": ["left", "right"]}
@@ -894,23 +928,65 @@ def _write_text_evals(root: Path, seed: int, sizes: dict[str, int]) -> tuple[dic
 
 
 def _write_winoground(w: World, root: Path, seed: int, size: int, n: int) -> int:
-    """Winoground-format items (a quarter with a held-out composition); returns how many are."""
+    """`n` Winoground-format rows, two per item (a quarter of the items with a held-out
+    composition), as the real set is used: item i shows image A with (caption A, caption B),
+    then image B with (caption B, caption A), so caption_0 is always the true one and a model
+    that ignores the image scores exactly half when it never ties. No two items share captions.
+    babymm's layout (`image_key`: the PNG's stem) and the official one (`image_idx`: the row of
+    `images/test.parquet`, `image_key`: its column, `image_0` or `image_1`, as in
+    facebook/winoground) hold the same rows and image bytes. Returns the flagged rows."""
     rng = random.Random(f"winoground-{seed}")
-    rows = []
-    for i in range(n):
-        objs, c0, c1 = winoground_item(w, rng, heldout=i % 4 == 0)
-        key = f"wino_{i:05d}"
-        _save_png(root / "eval" / "winoground" / "images" / f"{key}.png", render(objs, size, rng))
-        rows.append({"image_idx": i, "image_key": key, "caption_0": c0, "caption_1": c1,
-                     "heldout_composition": any(w.is_heldout(o) for o in objs)})
+    rows, official, images = [], [], []
+    seen: set[frozenset[str]] = set()
+    for i in range(n // 2):
+        item = winoground_item(w, rng, heldout=i % 4 == 0)
+        while frozenset((item.caption_a, item.caption_b)) in seen:  # every item once: distinct caption pairs
+            item = winoground_item(w, rng, heldout=i % 4 == 0)
+        seen.add(frozenset((item.caption_a, item.caption_b)))
+        pngs = (render(item.scene_a, size, rng), render(item.scene_b, size, rng))
+        heldout = any(w.is_heldout(o) for o in item.scene_a + item.scene_b)
+        for j, (c0, c1) in enumerate([(item.caption_a, item.caption_b), (item.caption_b, item.caption_a)]):
+            row = {"caption_0": c0, "caption_1": c1, "tag": item.tag, "secondary_tag": "",
+                   "collapsed_tag": item.collapsed_tag, "image_idx": i, "image_key": f"image_{j}",
+                   "heldout_composition": heldout}
+            official.append(row)
+            rows.append({**row, "image_key": f"wino_{i:05d}_{j}"})
+            _save_png(root / "eval" / "winoground" / "images" / f"wino_{i:05d}_{j}.png", pngs[j])
+        images.append({"id": i, "image_0": pngs[0], "image_1": pngs[1]})
     _write_jsonl(root / "eval" / "winoground" / "winoground.jsonl", rows)
+    _write_jsonl(root / "eval" / OFFICIAL_DIR / "winoground" / "winoground.jsonl", official)
+    _write_image_dataset(root / "eval" / OFFICIAL_DIR / "winoground" / "images", images)
     return sum(r["heldout_composition"] for r in rows)
 
 
+def _write_image_dataset(images_dir: Path, rows: list[dict]) -> None:
+    """`images_dir/test.parquet`, a Hugging Face dataset whose `split="test"` holds `rows`, PNG
+    bytes as `datasets.Image()` columns (stored as given, so pixel for pixel babymm's files):
+    what the official pipeline's `--images_path DIR --image_split test` loads and indexes."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    def feature(value: object) -> datasets.Image | datasets.Value:
+        if isinstance(value, bytes):
+            return datasets.Image()
+        return datasets.Value("int64" if isinstance(value, int) else "string")
+
+    features = datasets.Features({k: feature(v) for k, v in rows[0].items()})
+    columns = {k: [{"bytes": r[k], "path": None} if isinstance(r[k], bytes) else r[k] for r in rows]
+               for k in features}
+    images_dir.mkdir(parents=True, exist_ok=True)
+    # written by pyarrow, with the features in the schema's metadata: no progress bar, same bytes every time
+    pq.write_table(datasets.Dataset.from_dict(columns, features=features).data.table, images_dir / "test.parquet")
+
+
 def _write_vqa(w: World, root: Path, seed: int, size: int, n: int) -> int:
-    """VQA-format items (a quarter of the images with a held-out composition); returns how many."""
+    """VQA-format items (a quarter of the images with a held-out composition), in babymm's layout
+    (`vqa.json`, `images/<image_id>.png`) and the official one (`vqa.jsonl`, the same records;
+    the image is row `idx_in_hf_dataset` of `images/test.parquet`, column `image`, as in
+    HuggingFaceM4/VQAv2); returns how many use a held-out composition."""
     rng = random.Random(f"vqa-{seed}")
     items: list[dict] = []
+    images: list[dict] = []
     while len(items) < n:
         objs = w.scene(rng, rng.choice([1, 2, 3]), heldout=len(items) % 4 == 0)
         made = question(objs, rng)
@@ -918,12 +994,16 @@ def _write_vqa(w: World, root: Path, seed: int, size: int, n: int) -> int:
             continue
         q, ans, kind = made
         image_id = f"vqa_{len(items):05d}"
-        _save_png(root / "eval" / "vqa" / "images" / f"{image_id}.png", render(objs, size, rng))
+        png = render(objs, size, rng)
+        _save_png(root / "eval" / "vqa" / "images" / f"{image_id}.png", png)
+        images.append({"image_id": image_id, "image": png})
         items.append({"idx_in_hf_dataset": len(items), "question": q, "target_ans": ans,
                       "distractors": distractors(ans, kind, rng), "image_id": image_id,
                       "question_id": len(items), "question_type": kind,
                       "heldout_composition": any(w.is_heldout(o) for o in objs)})
     (root / "eval" / "vqa" / "vqa.json").write_text(json.dumps(items, indent=1) + "\n")
+    _write_jsonl(root / "eval" / OFFICIAL_DIR / "vqa" / "vqa.jsonl", items)
+    _write_image_dataset(root / "eval" / OFFICIAL_DIR / "vqa" / "images", images)
     return sum(it["heldout_composition"] for it in items)
 
 

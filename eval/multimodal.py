@@ -1,10 +1,14 @@
 """Multimodal eval sets: Winoground, VQA, zero-shot classification, and held-out pairs.
 
 Winoground and VQA are scored as the BabyLM pipeline does, by log P(text | image) from the
-captioning decoder, and each also with the images shuffled among items: a control that says
-how much of the score comes from looking at the image at all. Zero-shot classification is
-scored two ways, by embedding similarity to prompt-ensembled class texts (CLIP's way) and by
-the likelihood of the class prompt given the image. Images reach the model through the run's
+captioning decoder, under a selectable protocol (`PROTOCOLS`): "2025", the official 2025
+pipeline's rule to the token (`official_request`), or "2024", the 2024 pipeline's VQA prompt.
+Each is ranked under the official rule (ties to the first option, the correct one: `acc`, the
+leaderboard's number) and babymm's strict rule (a tie is a miss: `acc_strict`), and each also
+with the images shuffled among items: a control that says how much of the score comes from
+looking at the image at all. Zero-shot classification is scored two ways, by embedding
+similarity to prompt-ensembled class texts (CLIP's way) and by the likelihood of the class
+prompt given the image. Images reach the model through the run's
 own vision input (`EvalImages`): pixels for a run trained on pixels, feature rows for a run
 trained on features (computed by the run's frozen `--vision_model`, or shipped precomputed). A `text` run (no vision at all) is scored with no image: the
 "no vision" control of Winoground and VQA; it has no image embeddings to compare.
@@ -13,7 +17,7 @@ trained on features (computed by the run's frozen `--vision_model`, or shipped p
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ from babymm.files import (
 from babymm.images import load_record_image, record_image_path
 from babymm.models import BabyModel, VisionLanguageModel
 from babymm.text import with_article
-from eval.choices import choice_metrics, choice_records
+from eval.choices import choice_metrics, choice_records, ranked_choice_records
 from eval.gap_metrics import gap_report
 from eval.scoring import continuation_logprobs
 
@@ -41,6 +45,11 @@ Records = dict[str, list[dict[str, Any]]]  # per-item predictions by subtask
 FEATURES, FEATURE_IDS = "features.npy", "feature_ids.json"
 # "{}" takes the class name with its article: "an orange", "a star"
 ZERO_SHOT_TEMPLATES = ("a photo of {}.", "{}.", "a picture of {}.", "there is {}.")
+# How Winoground and VQA become scored text, after the BabyLM pipeline of that year. Both score
+# Winoground's whole caption with no prompt. VQA: "2025" scores " answer" after the bare question
+# (context = the question); "2024" after the prompt "Question: {q} Answer:".
+PROTOCOLS = ("2025", "2024")
+DEFAULT_PROTOCOL = "2025"
 
 
 class TaskSkipped(Exception):
@@ -203,16 +212,20 @@ def image_conditioned_logprobs(model: BabyModel, images: torch.Tensor | None,
                                requests: Sequence[tuple[list[int], list[int]]], image_of: Sequence[int],
                                batch_size: int = 64) -> np.ndarray:
     """Sum log P(continuation | image, context) per request; request i uses images[image_of[i]]
-    (images None: no image, the text path)."""
+    (images None: no image, the text path). An empty continuation scores 0, a sum over no
+    tokens, as the official pipeline scores a completion none of whose tokens it masks in."""
     model.eval()
     dev = _device(model)
+    todo = [i for i, (_, cont) in enumerate(requests) if len(cont)]
 
     def logits_fn(ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        batch = None if images is None else images[[image_of[r] for r in rows]].to(dev)
+        batch = None if images is None else images[[image_of[todo[r]] for r in rows]].to(dev)
         return model.caption_logits(ids, mask, model.image_context(batch))
 
-    scores = continuation_logprobs(logits_fn, requests, batch_size=batch_size, device=dev)
-    return np.array([s for s, _ in scores])
+    out = np.zeros(len(requests))
+    scores = continuation_logprobs(logits_fn, [requests[i] for i in todo], batch_size=batch_size, device=dev)
+    out[todo] = [s for s, _ in scores]
+    return out
 
 
 def split_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -227,43 +240,90 @@ def bos_request(tok: PreTrainedTokenizerBase, text: str) -> tuple[list[int], lis
     return ids[:1], ids[1:]
 
 
-def derangement(n: int) -> list[int]:
-    """Item i takes item i+1's image: no item keeps its own."""
-    return [(i + 1) % n for i in range(n)] if n > 1 else [0]
+def official_request(tok: PreTrainedTokenizerBase, sentence: str, completion: str) -> tuple[list[int], list[int]]:
+    """The official BabyLM 2025 pipeline's causal rule for scoring `completion`, the end of
+    `sentence`, as a (context, continuation) request. It tokenizes the whole sentence with the
+    tokenizer's own special tokens and scores every token whose character span ends past
+    `len(sentence) - len(completion) + offsets[0][0]`, except the first token, which nothing
+    predicts. So a token straddling the boundary is scored, and a special token the tokenizer
+    appends (offsets (0, 0)) is not; tokens after the scored ones are dropped, which changes no
+    score of a causal model. A completion with no scored token has an empty continuation."""
+    enc = tok(sentence, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    start_char = len(sentence) - len(completion) + offsets[0][0]
+    scored = [i for i, (_, end) in enumerate(offsets) if i > 0 and end > start_char]
+    if not scored:
+        return ids, []
+    if scored != list(range(scored[0], scored[-1] + 1)):
+        raise ValueError(f"{sentence!r}: the tokens scored for {completion!r} are not contiguous ({scored}); "
+                         "the tokenizer puts a special token inside the text")
+    return ids[: scored[0]], ids[scored[0] : scored[-1] + 1]
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {list(PROTOCOLS)}")
+
+
+def derangement(n: int, groups: Sequence[Hashable] | None = None) -> list[int]:
+    """Item i takes item (i + s) % n's image, for the smallest shift s that gives no item an
+    image of its own group: items that share an image, or a Winoground item's two rows (each
+    other's image with the captions swapped, which would make the control score below chance).
+    Without groups (or if no shift avoids them) s is 1; a single item keeps its image."""
+    if n <= 1:
+        return [0] * n
+    g = list(range(n)) if groups is None else list(groups)
+    shift = next((s for s in range(1, n) if all(g[i] != g[(i + s) % n] for i in range(n))), 1)
+    return [(i + shift) % n for i in range(n)]
 
 
 def _choice_task(model: BabyModel, images: torch.Tensor | None, requests: list[tuple[list[int], list[int]]],
-                 options: list[list[str]], ids: list[str], heldout: np.ndarray,
-                 batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score items whose options are consecutive requests, with own and with shuffled images."""
+                 options: list[list[str]], ids: list[str], heldout: np.ndarray, batch_size: int,
+                 groups: Sequence[Hashable] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score items whose options are consecutive requests (the correct one first), with own and
+    with shuffled images (`derangement` over `groups`), under the official rule (`acc`, ...) and
+    the strict rule (`acc_strict`, ...)."""
     n, k = len(options), len(options[0])
     owners = [i for i in range(n) for _ in range(k)]
     metrics: dict[str, Any] = {"chance": 1.0 / k}
     records: list[dict[str, Any]] = []
-    controls = (("", list(range(n))), ("_shuffled_images", derangement(n)))
+    controls = (("", list(range(n))), ("_shuffled_images", derangement(n, groups)))
     for suffix, perm in controls if model.has_vision else controls[:1]:  # no image: nothing to shuffle
         s = image_conditioned_logprobs(model, images, requests, [perm[o] for o in owners], batch_size)
-        hits, recs = choice_records(ids, options, s.reshape(n, k), [0] * n)
+        hits, strict_hits, recs = ranked_choice_records(ids, options, s.reshape(n, k), [0] * n)
         metrics.update(choice_metrics(hits, heldout, suffix))
+        metrics.update(choice_metrics(strict_hits, heldout, f"{suffix}_strict"))
         records = records or recs  # the submission holds the predictions with the item's own image
     return metrics, records
 
 
-def winoground(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
-               batch_size: int = 64) -> tuple[dict[str, Any], Records]:
-    """2-way: is log P(caption_0 | image) > log P(caption_1 | image)?"""
+def winoground(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path, batch_size: int = 64,
+               protocol: str = DEFAULT_PROTOCOL) -> tuple[dict[str, Any], Records]:
+    """2-way: log P(caption_0 | image) against log P(caption_1 | image), the whole caption with
+    no prompt (BOS first). "2025" picks the scored tokens by the official offset rule, "2024"
+    scores every token after BOS; for a SentencePiece tokenizer they are the same tokens. The
+    shuffled-image control never gives a row the image of a row with the same two captions (the
+    item's other image)."""
+    check_protocol(protocol)
     items, where = read_items(data_dir / "winoground.jsonl", required=("image_key", "caption_0", "caption_1"))
     images = EvalImages(model, data_dir)([f"images/{it['image_key']}.png" for it in items], where)
-    requests = [bos_request(tok, it[k]) for it in items for k in ("caption_0", "caption_1")]
+    if protocol == "2025":
+        requests = [official_request(tok, it[k], it[k]) for it in items for k in ("caption_0", "caption_1")]
+    else:
+        requests = [bos_request(tok, it[k]) for it in items for k in ("caption_0", "caption_1")]
     heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
     metrics, recs = _choice_task(model, images, requests, [[it["caption_0"], it["caption_1"]] for it in items],
-                                 [f"winoground_{i}" for i in range(len(items))], heldout, batch_size)
-    return metrics, {"winoground": recs}
+                                 [f"winoground_{i}" for i in range(len(items))], heldout, batch_size,
+                                 groups=[frozenset((it["caption_0"], it["caption_1"])) for it in items])
+    return {"protocol": protocol, **metrics}, {"winoground": recs}
 
 
-def vqa(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
-        batch_size: int = 64) -> tuple[dict[str, Any], Records]:
-    """8-way: the answer with the highest log P(answer | image, 'Question: q Answer:')."""
+def vqa(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path, batch_size: int = 64,
+        protocol: str = DEFAULT_PROTOCOL) -> tuple[dict[str, Any], Records]:
+    """8-way: the answer with the highest log P(" answer" | image, context); the context is the
+    question ("2025": the sentence `question answer`, scored by the official offset rule) or
+    the prompt "Question: q Answer:" ("2024")."""
+    check_protocol(protocol)
     path = data_dir / "vqa.json"
     items = read_json(path)
     if not isinstance(items, list) or not items:
@@ -280,12 +340,16 @@ def vqa(model: BabyModel, tok: PreTrainedTokenizerBase, data_dir: Path,
             raise DataError(f"{path}: record {i} has {len(it['distractors'])} distractors, not 7")
         options.append([it["target_ans"], *it["distractors"]])
     images = EvalImages(model, data_dir)([f"images/{it['image_id']}.png" for it in items], where)
-    requests = [split_pair(tok, f"Question: {it['question']} Answer:", f" {a}")
-                for it, opts in zip(items, options, strict=True) for a in opts]
+    if protocol == "2025":
+        requests = [official_request(tok, f"{it['question']} {a}", f" {a}")
+                    for it, opts in zip(items, options, strict=True) for a in opts]
+    else:
+        requests = [split_pair(tok, f"Question: {it['question']} Answer:", f" {a}")
+                    for it, opts in zip(items, options, strict=True) for a in opts]
     heldout = np.array([bool(it.get("heldout_composition", False)) for it in items])
-    metrics, recs = _choice_task(model, images, requests, options,
-                                 [f"vqa_{i}" for i in range(len(items))], heldout, batch_size)
-    return metrics, {"vqa": recs}
+    metrics, recs = _choice_task(model, images, requests, options, [f"vqa_{i}" for i in range(len(items))],
+                                 heldout, batch_size, groups=[it["image_id"] for it in items])
+    return {"protocol": protocol, **metrics}, {"vqa": recs}
 
 
 @torch.no_grad()

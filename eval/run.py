@@ -2,11 +2,14 @@
 
     python -m eval.run --run_dir runs/git-length-s0 [--data_dir data/world] [--submission]
     python -m eval.run --run_dir runs/git-length-s0 --milestones   # + every word milestone
+    python -m eval.run --run_dir runs/git-length-s0 --protocol 2024  # Winoground/VQA as in 2024
 
 Text benchmarks (BLiMP and BLiMP-supplement format minimal pairs, EWoK-format items) go
 through lm-eval with the `BabymmLM` adapter on the text decoder alone; Winoground-, VQA- and
 zero-shot-format items and the held-out pairs (gap metrics, retrieval) through the multimodal
-model. Every task is scored, skipped with its reason, or fails alone with its error:
+model; Winoground and VQA under `--protocol` (the official 2025 pipeline's rule by default,
+recorded in each task's entry), ranked by the official rule (`acc`) and the strict one
+(`acc_strict`). Every task is scored, skipped with its reason, or fails alone with its error:
 `results.json` is rewritten after each task, so it always holds what was scored. Every
 accuracy comes with its 95% interval; per-item predictions go to `predictions/<task>.jsonl`,
 and `--submission` writes the BabyLM 2024 predictions file `submission.json.gz`.
@@ -23,6 +26,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +45,10 @@ SUMMARY = {
     "BLiMP supp.": ("blimp_supplement", "acc"),
     "EWoK": ("ewok", "acc"),
     "Winoground": ("winoground", "acc"),
+    "Winoground (strict)": ("winoground", "acc_strict"),
     "Winoground (shuffled img)": ("winoground", "acc_shuffled_images"),
     "VQA": ("vqa", "acc"),
+    "VQA (strict)": ("vqa", "acc_strict"),
     "VQA (shuffled img)": ("vqa", "acc_shuffled_images"),
     "zero-shot (emb)": ("zeroshot", "acc_embedding"),
     "zero-shot (LL)": ("zeroshot", "acc_likelihood"),
@@ -54,7 +60,8 @@ SUMMARY = {
 }
 # chance for a summary column: a number, or (section, key) where the task reports it
 CHANCE: dict[str, float | tuple[str, str]] = {
-    "BLiMP": 0.5, "BLiMP supp.": 0.5, "EWoK": 0.5, "Winoground": 0.5, "VQA": 0.125,
+    "BLiMP": 0.5, "BLiMP supp.": 0.5, "EWoK": 0.5, "Winoground": 0.5, "Winoground (strict)": 0.5,
+    "VQA": 0.125, "VQA (strict)": 0.125,
     "zero-shot (emb)": ("zeroshot", "chance"), "zero-shot (LL)": ("zeroshot", "chance"),
     "R@1 i->t": ("embeddings", "i2t_r1_chance"), "R@1 t->i": ("embeddings", "t2i_r1_chance"),
     "separability": 0.5,
@@ -63,8 +70,10 @@ SUBMISSION_TASKS = ("blimp", "blimp_supplement", "ewok", "winoground", "vqa")  #
 TaskFn = Callable[[], tuple[dict[str, Any], Records]]
 
 
-def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int) -> dict[str, TaskFn]:
-    """Each eval set as a thunk; the models are loaded once, on first use."""
+def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int,
+           protocol: str = multimodal.DEFAULT_PROTOCOL) -> dict[str, TaskFn]:
+    """Each eval set as a thunk; the models are loaded once, on first use. `protocol`: how
+    Winoground and VQA are scored (`eval.multimodal.PROTOCOLS`)."""
     from babymm.models import load_model
     from eval.lm_adapter import BabymmLM
     from eval.text_tasks import SUITES, score_suite
@@ -97,8 +106,8 @@ def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int) -> dict[s
 
     tasks = {kind: text(kind) for kind in SUITES}
     tasks.update({
-        "winoground": image(multimodal.winoground, eval_dir / "winoground"),
-        "vqa": image(multimodal.vqa, eval_dir / "vqa"),
+        "winoground": image(partial(multimodal.winoground, protocol=protocol), eval_dir / "winoground"),
+        "vqa": image(partial(multimodal.vqa, protocol=protocol), eval_dir / "vqa"),
         "zeroshot": image(multimodal.zero_shot, eval_dir / "zeroshot", embeds_text=True),
         "embeddings": image(multimodal.embedding_metrics, eval_dir / "captions" / "heldout.jsonl", embeds_text=True),
     })
@@ -112,9 +121,12 @@ def _skip(reason: str) -> TaskFn:
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64,
-                 submission: bool = False, tasks: list[str] | None = None) -> dict[str, Any]:
+                 submission: bool = False, tasks: list[str] | None = None,
+                 protocol: str = multimodal.DEFAULT_PROTOCOL) -> dict[str, Any]:
     """Score the run on every task, or only on `tasks`: then the other tasks' entries of an
-    existing `results.json` are kept as they are. Returns and writes `results.json`."""
+    existing `results.json` are kept as they are. Winoground and VQA are scored under
+    `protocol`, which their entries record. Returns and writes `results.json`."""
+    multimodal.check_protocol(protocol)
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     eval_dir = data_dir / "eval"
     if not eval_dir.is_dir():
@@ -132,7 +144,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
     (run_dir / "submission.json.gz").unlink(missing_ok=True)  # never beside newer scores
     submitted: dict[str, Records] = {}
     with tempfile.TemporaryDirectory(prefix="babymm-tasks-") as work, torch.no_grad():
-        all_tasks = _tasks(run_dir, eval_dir, Path(work), batch_size)
+        all_tasks = _tasks(run_dir, eval_dir, Path(work), batch_size, protocol)
         unknown = sorted(set(tasks or []) - set(all_tasks))
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(all_tasks)}")
@@ -271,12 +283,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write submission.json.gz (BabyLM 2024 predictions format)")
     p.add_argument("--tasks", nargs="+", default=None,
                    help="score only these tasks, keeping the others' entries in results.json")
+    p.add_argument("--protocol", choices=multimodal.PROTOCOLS, default=None,
+                   help=f"how Winoground and VQA are scored (default {multimodal.DEFAULT_PROTOCOL}): 2025, the "
+                        "official 2025 pipeline's rule (VQA: ' answer' after the bare question); 2024, the "
+                        "2024 pipeline's VQA prompt 'Question: q Answer:'. Recorded in results.json")
     p.add_argument("--milestones", action="store_true",
                    help="score the run's exported word milestones (milestones/chck_*) not yet scored, and the "
                         "run itself if it has no results.json; `eval.compare --by_words` plots them")
     args = p.parse_args(argv)
     if args.submission and args.tasks:
         p.error("--submission needs every task's predictions; leave out --tasks")
+    if args.protocol and args.tasks and not {"winoground", "vqa"} & set(args.tasks):
+        p.error("--protocol only changes winoground and vqa, and --tasks names neither")
+    protocol = args.protocol or multimodal.DEFAULT_PROTOCOL
     data_dir = args.data_dir
     if data_dir is None:
         cfg_path = args.run_dir / "run_config.json"
@@ -293,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for model_dir in models:
         try:
-            results = evaluate_run(model_dir, data_dir, args.batch_size, args.submission, args.tasks)
+            results = evaluate_run(model_dir, data_dir, args.batch_size, args.submission, args.tasks, protocol)
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {model_dir}: {e}", file=sys.stderr)
             return 2

@@ -1,5 +1,6 @@
 """Winoground, VQA, zero-shot and held-out-pair scoring against naive per-item computations
-(one item at a time, no batching, no padding), and the shared tie rule."""
+(one item at a time, no batching, no padding), under both ranking rules: the official one (a
+tie goes to the first option, the target) and the strict one (a tie is a miss)."""
 
 import json
 import shutil
@@ -42,6 +43,11 @@ def strictly_best(scores, target=0):
     return all(scores[target] > s for i, s in enumerate(scores) if i != target)
 
 
+def first_best(scores):
+    """The official pipeline's hit with the target first: no option above it."""
+    return all(scores[0] >= s for s in scores[1:])
+
+
 @pytest.fixture(scope="module")
 def model_and_tok(tiny_run):
     return load_model(tiny_run).eval(), AutoTokenizer.from_pretrained(tiny_run)
@@ -54,16 +60,21 @@ def test_winoground_matches_naive(model_and_tok, tiny_world, tmp_path):
     items = [json.loads(line) for line in (src / "winoground.jsonl").read_text().splitlines()[:12]]
     (tmp_path / "winoground.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
     metrics, records = multimodal.winoground(model, tok, tmp_path, batch_size=5)
-    correct, correct_shuffled = [], []
+    own_scores, other_scores = [], []
     for i, it in enumerate(items):
         own = src / "images" / f"{it['image_key']}.png"
-        other = src / "images" / f"{items[(i + 1) % len(items)]['image_key']}.png"  # the derangement
-        correct.append(strictly_best([naive_logprob(model, tok, own, "", it[k]) for k in ("caption_0", "caption_1")]))
-        correct_shuffled.append(strictly_best([naive_logprob(model, tok, other, "", it[k])
-                                               for k in ("caption_0", "caption_1")]))
-    assert [r["hit"] for r in records["winoground"]] == correct
-    assert metrics["acc"] == pytest.approx(np.mean(correct)) and metrics["n"] == 12
-    assert metrics["acc_shuffled_images"] == pytest.approx(np.mean(correct_shuffled))
+        # rows come in pairs (an item with each of its images), so the shuffle skips the pair
+        other = src / "images" / f"{items[(i + 2) % len(items)]['image_key']}.png"
+        own_scores.append([naive_logprob(model, tok, own, "", it[k]) for k in ("caption_0", "caption_1")])
+        other_scores.append([naive_logprob(model, tok, other, "", it[k]) for k in ("caption_0", "caption_1")])
+    recs = records["winoground"]
+    assert [r["scores"] for r in recs] == [pytest.approx(s, abs=1e-4) for s in own_scores]
+    assert [r["hit"] for r in recs] == [first_best(s) for s in own_scores]
+    assert [r["hit_strict"] for r in recs] == [strictly_best(s) for s in own_scores]
+    assert metrics["acc"] == pytest.approx(np.mean([first_best(s) for s in own_scores])) and metrics["n"] == 12
+    assert metrics["acc_strict"] == pytest.approx(np.mean([strictly_best(s) for s in own_scores]))
+    assert metrics["acc_shuffled_images"] == pytest.approx(np.mean([first_best(s) for s in other_scores]))
+    assert metrics["acc_shuffled_images_strict"] == pytest.approx(np.mean([strictly_best(s) for s in other_scores]))
 
 
 def _vqa_dir(tiny_world, tmp_path, items):
@@ -72,30 +83,35 @@ def _vqa_dir(tiny_world, tmp_path, items):
     return tmp_path
 
 
-def test_vqa_matches_naive(model_and_tok, tiny_world, tmp_path):
+@pytest.mark.parametrize("protocol, context", [("2025", "{q}"), ("2024", "Question: {q} Answer:")])
+def test_vqa_matches_naive(model_and_tok, tiny_world, tmp_path, protocol, context):
     model, tok = model_and_tok
     src = tiny_world / "eval" / "vqa"
     items = json.loads((src / "vqa.json").read_text())[:10]
-    metrics, records = multimodal.vqa(model, tok, _vqa_dir(tiny_world, tmp_path, items), batch_size=7)
-    correct = []
+    metrics, records = multimodal.vqa(model, tok, _vqa_dir(tiny_world, tmp_path, items), batch_size=7,
+                                      protocol=protocol)
+    all_scores = []
     for it in items:
         image = src / "images" / f"{it['image_id']}.png"
-        scores = [naive_logprob(model, tok, image, f"Question: {it['question']} Answer:", f" {a}")
-                  for a in [it["target_ans"], *it["distractors"]]]
-        correct.append(strictly_best(scores))
-    assert [r["hit"] for r in records["vqa"]] == correct
-    assert metrics["acc"] == pytest.approx(np.mean(correct)) and metrics["n"] == 10
-    assert metrics["chance"] == 0.125
+        all_scores.append([naive_logprob(model, tok, image, context.format(q=it["question"]), f" {a}")
+                           for a in [it["target_ans"], *it["distractors"]]])
+    assert [r["scores"] for r in records["vqa"]] == [pytest.approx(s, abs=1e-4) for s in all_scores]
+    assert [r["pick"] for r in records["vqa"]] == [int(np.argmax(s)) for s in all_scores]
+    assert [r["hit_strict"] for r in records["vqa"]] == [strictly_best(s) for s in all_scores]
+    assert metrics["acc"] == pytest.approx(np.mean([first_best(s) for s in all_scores])) and metrics["n"] == 10
+    assert metrics["chance"] == 0.125 and metrics["protocol"] == protocol
 
 
-def test_vqa_tie_is_not_a_hit(model_and_tok, tiny_world, tmp_path):
-    """Every option the same answer: equal scores. argmax would pick index 0, the target."""
+def test_vqa_tie_is_a_hit_officially_and_a_miss_strictly(model_and_tok, tiny_world, tmp_path):
+    """Every option the same answer: equal scores. The official rule (torch.max) picks index 0,
+    the target; the strict rule counts a tie as a miss."""
     model, tok = model_and_tok
     items = json.loads((tiny_world / "eval" / "vqa" / "vqa.json").read_text())[:4]
     items = [{**it, "distractors": [it["target_ans"]] * 7} for it in items]
     metrics, records = multimodal.vqa(model, tok, _vqa_dir(tiny_world, tmp_path, items))
-    assert metrics["acc"] == 0.0 and metrics["acc_shuffled_images"] == 0.0
-    assert all(len(set(r["scores"])) == 1 for r in records["vqa"])
+    assert metrics["acc"] == 1.0 and metrics["acc_shuffled_images"] == 1.0
+    assert metrics["acc_strict"] == 0.0 and metrics["acc_shuffled_images_strict"] == 0.0
+    assert all(len(set(r["scores"])) == 1 and r["pick"] == 0 for r in records["vqa"])
 
 
 def test_vqa_needs_seven_distractors(model_and_tok, tiny_world, tmp_path):

@@ -132,7 +132,8 @@ def test_features_run_skips_then_scores_by_feature_id(tiny_run, eval_data, tmp_p
     model = build_model(cfg).eval()
     run_dir = tmp_path / "features-run"
     run_dir.mkdir()
-    save_model(model, AutoTokenizer.from_pretrained(tiny_run), run_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_run)
+    save_model(model, tok, run_dir)
 
     results = eval_run.evaluate_run(run_dir, data, batch_size=5)
 
@@ -173,7 +174,7 @@ def test_features_run_skips_then_scores_by_feature_id(tiny_run, eval_data, tmp_p
 
     own = np.array([[caption_logprob(model, tok, feats[i], it[c]) for c in ("caption_0", "caption_1")]
                     for i, it in enumerate(items)])
-    nxt = np.array([[caption_logprob(model, tok, feats[(i + 1) % len(items)], it[c])
+    nxt = np.array([[caption_logprob(model, tok, feats[(i + 2) % len(items)], it[c])
                      for c in ("caption_0", "caption_1")] for i, it in enumerate(items)])
     assert np.abs(own - nxt).max() > 1e-3  # which row an item reads changes its scores
     recs = predictions(run_dir, "winoground")

@@ -1,5 +1,7 @@
-"""The built-in world: determinism, budget, formats, truthful captions, held-out compositions,
-grammatical eval pairs, EWoK-format inferences, zero-shot labels, eval sizes."""
+"""The built-in world: determinism, budget, formats (babymm's and the official BabyLM 2025
+pipeline's, which `datasets` loads offline), truthful captions, Winoground items both ways,
+held-out compositions, grammatical eval pairs, EWoK-format inferences, zero-shot labels, eval
+sizes."""
 
 import hashlib
 import json
@@ -7,6 +9,7 @@ import random
 import re
 from collections import Counter, defaultdict
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,6 +23,10 @@ BLIMP_FIELDS = {"sentence_good", "sentence_bad", "field", "UID", "linguistics_te
 EWOK_FIELDS = {"Context1", "Context2", "Target1", "Target2", "Domain", "TemplateName", "item_id",
                "ContextType", "ContextDiff", "TargetDiff"}
 NEW_BLIMP = ("subject_verb_agreement_long_attractor", "anaphor_agreement", "npi_licensing")
+# what the official pipeline's read_files.decode_winoground / decode_vqa read (and babymm's flag)
+OFFICIAL_WINOGROUND_FIELDS = {"caption_0", "caption_1", "tag", "secondary_tag", "collapsed_tag", "image_idx",
+                              "image_key", "heldout_composition"}
+OFFICIAL_VQA_FIELDS = {"question", "target_ans", "distractors", "idx_in_hf_dataset"}
 
 
 def _hashes(root):
@@ -129,12 +136,20 @@ def test_truth_check_is_not_vacuous():
     assert all(_true_of(scene, c) for c in true) and not any(_true_of(scene, c) for c in false)
 
 
-def test_winoground_foil_is_never_true():
+def test_winoground_each_caption_is_true_of_its_own_scene_only():
     w = world.World(world.choose_heldout(0))
     rng = random.Random(0)
+    tags = Counter()
     for i in range(500):
-        objs, c0, c1 = world.winoground_item(w, rng, heldout=i % 4 == 0)
-        assert _true_of(objs, c0) and not _true_of(objs, c1), (c0, c1, objs)
+        item = world.winoground_item(w, rng, heldout=i % 4 == 0)
+        a, b = item.scene_a, item.scene_b
+        assert _true_of(a, item.caption_a) and not _true_of(a, item.caption_b), item
+        assert _true_of(b, item.caption_b) and not _true_of(b, item.caption_a), item
+        assert sorted(item.caption_a.split()) == sorted(item.caption_b.split()) != item.caption_a.split()
+        # a held-out item shows a held-out composition in scene A; any other, in neither scene
+        assert any(w.is_heldout(o) for o in a) == (i % 4 == 0) and (i % 4 == 0 or not any(map(w.is_heldout, b)))
+        tags[item.tag, item.collapsed_tag] += 1
+    assert set(tags) == {("Adjective-Color", "Relation"), ("Noun Phrase", "Object")} and min(tags.values()) > 100
 
 
 def test_questions_have_one_true_answer():
@@ -272,9 +287,28 @@ def test_winoground_format(small_world):
     rows = _read_jsonl(ev / "winoground.jsonl")
     assert len(rows) == SIZES["winoground"]
     for i, r in enumerate(rows):
-        assert r["image_idx"] == i and isinstance(r["heldout_composition"], bool)
+        assert r["image_idx"] == i // 2 and r["image_key"] == f"wino_{i // 2:05d}_{i % 2}"
+        assert isinstance(r["heldout_composition"], bool)
         assert sorted(r["caption_0"].split()) == sorted(r["caption_1"].split()) and r["caption_0"] != r["caption_1"]
         assert (ev / "images" / f"{r['image_key']}.png").exists()
+
+
+def test_winoground_items_appear_both_ways(small_world):
+    """Row 2i: image A with (caption A, caption B); row 2i + 1: image B with (B, A). So a model
+    that ignores the image, and never ties, scores exactly 50% under the strict rule."""
+    rows = _read_jsonl(small_world / "eval" / "winoground" / "winoground.jsonl")
+    a_rows, b_rows = rows[0::2], rows[1::2]
+    assert len(a_rows) == len(b_rows) == SIZES["winoground"] // 2
+    for a, b in zip(a_rows, b_rows, strict=True):
+        assert (b["caption_0"], b["caption_1"]) == (a["caption_1"], a["caption_0"])
+        assert a["image_idx"] == b["image_idx"] and a["image_key"] != b["image_key"]
+        assert a["heldout_composition"] == b["heldout_composition"]
+        assert {k: a[k] for k in ("tag", "secondary_tag", "collapsed_tag")} == \
+            {k: b[k] for k in ("tag", "secondary_tag", "collapsed_tag")}
+    ignoring = [r["caption_0"] > r["caption_1"] for r in rows]  # any image-blind score: one fixed order
+    assert sum(ignoring) == len(rows) // 2
+    assert len({(r["caption_0"], r["caption_1"]) for r in rows}) == len(rows)  # no item twice the same way
+    assert {r["collapsed_tag"] for r in rows} == {"Object", "Relation"}
 
 
 def test_vqa_format(small_world):
@@ -286,6 +320,52 @@ def test_vqa_format(small_world):
         assert it["idx_in_hf_dataset"] == it["question_id"] == i
         assert len(it["distractors"]) == 7 == len(set(it["distractors"])) and it["target_ans"] not in it["distractors"]
         assert (ev / "images" / f"{it['image_id']}.png").exists()
+
+
+def _pixels(image):
+    return np.asarray(image.convert("RGB"))
+
+
+def test_official_layout_loads_offline_and_indexes_babymm_images(small_world, tmp_path, monkeypatch):
+    """`eval/babylm2025/{winoground,vqa}`: the jsonl in the official fields, and `images/` that
+    `datasets.load_dataset(dir, split="test")` opens offline and the official readers index
+    (`images[image_idx][image_key]`, `images[idx_in_hf_dataset]["image"]`), giving babymm's own
+    PNGs, byte for byte."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ev = small_world / "eval"
+    official = ev / world.OFFICIAL_DIR
+    assert sorted(p.name for p in official.iterdir()) == ["vqa", "winoground"]
+
+    own = _read_jsonl(ev / "winoground" / "winoground.jsonl")
+    rows = _read_jsonl(official / "winoground" / "winoground.jsonl")
+    assert [{**r, "image_key": None} for r in rows] == [{**r, "image_key": None} for r in own]  # the same items
+    assert all(set(r) == OFFICIAL_WINOGROUND_FIELDS for r in rows)
+    assert all(isinstance(r[k], str) for r in rows for k in ("tag", "secondary_tag", "collapsed_tag"))
+    images = datasets.load_dataset(str(official / "winoground" / "images"), split="test", cache_dir=str(tmp_path))
+    assert len(images) == len(rows) // 2 and set(images.column_names) == {"id", "image_0", "image_1"}
+    assert images.features["image_0"] == datasets.Image()
+    for r, mine in zip(rows, own, strict=True):
+        assert r["image_key"] in ("image_0", "image_1")
+        png = ev / "winoground" / "images" / f"{mine['image_key']}.png"
+        image = images[r["image_idx"]][r["image_key"]]
+        assert np.array_equal(_pixels(image), _pixels(Image.open(png)))
+    raw = images.cast_column("image_1", datasets.Image(decode=False))[3]["image_1"]["bytes"]
+    assert raw == (ev / "winoground" / "images" / "wino_00003_1.png").read_bytes()
+
+    items = json.loads((ev / "vqa" / "vqa.json").read_text())
+    lines = _read_jsonl(official / "vqa" / "vqa.jsonl")
+    assert lines == items and all(OFFICIAL_VQA_FIELDS <= set(it) for it in lines)
+    assert all(len(it["distractors"]) == 7 and all(isinstance(d, str) for d in it["distractors"]) for it in lines)
+    images = datasets.load_dataset(str(official / "vqa" / "images"), split="test", cache_dir=str(tmp_path))
+    assert len(images) == len(items) and "image" in images.column_names
+    for it in items:
+        png = ev / "vqa" / "images" / f"{it['image_id']}.png"
+        assert np.array_equal(_pixels(images[it["idx_in_hf_dataset"]]["image"]), _pixels(Image.open(png)))
+    # another image is told apart: the check can fail
+    assert not np.array_equal(_pixels(images[0]["image"]), _pixels(images[1]["image"]))
 
 
 def test_idempotent(small_world, capsys):
@@ -316,6 +396,7 @@ def test_eval_sizes_follow_the_scale():
     assert world.EVAL_SIZES["winoground"] >= 1000 and world.EVAL_SIZES["vqa"] >= 1000
     assert world.EVAL_SIZES["captions"] >= 1000 and world.EVAL_SIZES["blimp"] >= 300
     assert world.eval_sizes(0.5)["winoground"] == 500 and world.eval_sizes(0.5)["blimp"] == 150
+    assert world.eval_sizes(0.1234)["winoground"] == 124  # 123.4 rows: whole items, two rows each
     assert set(world.eval_sizes(0.0001).values()) == {10}  # never fewer than 10 items
 
 
@@ -358,6 +439,12 @@ def test_eval_sizes_honour_eval_scale_and_smaller_scales_are_prefixes(small_worl
             assert lines == (small_world / rel).read_text().splitlines()[:len(lines)], rel
     vqa = json.loads((half / "eval" / "vqa" / "vqa.json").read_text())
     assert vqa == json.loads((small_world / "eval" / "vqa" / "vqa.json").read_text())[:len(vqa)]
+    import pyarrow.parquet as pq
+
+    for task in ("winoground", "vqa"):  # the official layout's images too
+        rel = f"eval/{world.OFFICIAL_DIR}/{task}/images/test.parquet"
+        part, full = pq.read_table(half / rel).to_pylist(), pq.read_table(small_world / rel).to_pylist()
+        assert 0 < len(part) < len(full) and part == full[:len(part)], rel
 
 
 # ---------------------------------------------------------------------------- a hand-written grammar
