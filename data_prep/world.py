@@ -41,7 +41,7 @@ from babymm.files import atomic_dir, write_json_atomic
 from babymm.text import with_article
 from data_prep.stage import log
 
-VERSION = "world-3"  # 3: Winoground items in both directions (two images each); the BabyLM 2025 layout
+VERSION = "world-3"  # 3: Winoground items in both directions (two images each); the BabyLM 2025 layout; DevBench sets
 DEFAULT_BUDGET = 500_000  # training words (text + captions) of the default world
 COLORS = {
     "red": (220, 30, 30), "blue": (30, 70, 225), "green": (30, 150, 50), "yellow": (245, 220, 30),
@@ -871,6 +871,12 @@ def generate_world(out_dir: str | Path, word_budget: int = DEFAULT_BUDGET, seed:
                 "vqa": _write_vqa(w, tmp, seed, image_size, sizes["vqa"]),
                 "captions": _write_heldout_captions(w, tmp, seed, image_size, sizes["captions"]),
                 "zeroshot": _write_zeroshot(w, tmp, seed, image_size, sizes["zeroshot"])}
+        from data_prep.devbench_world import write_devbench_sets  # it imports this module
+
+        devbench = {"n_vocab": max(8, round(60 * eval_scale)), "n_trog": max(9, round(60 * eval_scale)),
+                    "n_things": max(8, round(40 * eval_scale))}
+        write_devbench_sets(tmp / "eval" / "devbench", seed, image_size, **devbench)
+        counts["devbench"] = devbench
         counts.update({k: sizes[k] for k in ("winoground", "vqa", "captions")})
         counts["zeroshot"] = {attr: sizes["zeroshot"] for attr in ZEROSHOT}
         log("world", "eval sets: " + ", ".join(

@@ -11,8 +11,11 @@ model; Winoground and VQA under `--protocol` (the official 2025 pipeline's rule 
 recorded in each task's entry), ranked by the official rule (`acc`) and the strict one
 (`acc_strict`). Every task is scored, skipped with its reason, or fails alone with its error:
 `results.json` is rewritten after each task, so it always holds what was scored. Every
-accuracy comes with its 95% interval; per-item predictions go to `predictions/<task>.jsonl`,
-and `--submission` writes the BabyLM 2024 predictions file `submission.json.gz`.
+accuracy comes with its 95% interval; per-item predictions go to `predictions/<task>.jsonl`.
+DevBench is scored through the exported checkpoint as the official wrapper scores it, on the
+data's eval/devbench or `--devbench_dir`. `--submission` writes the BabyLM 2024 predictions file
+`submission.json.gz` and, under the 2025 protocol, the 2025 pipeline's results tree
+(`babylm2025_results/`, `write_submission_2025`) for the final model or milestone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -50,6 +55,10 @@ SUMMARY = {
     "VQA": ("vqa", "acc"),
     "VQA (strict)": ("vqa", "acc_strict"),
     "VQA (shuffled img)": ("vqa", "acc_shuffled_images"),
+    "DevBench": ("devbench", "score"),
+    "vocab acc": ("devbench", "lex-viz_vocab/acc"),
+    "TROG acc": ("devbench", "gram-trog/acc"),
+    "THINGS RSA": ("devbench", "sem-things/rsa"),
     "zero-shot (emb)": ("zeroshot", "acc_embedding"),
     "zero-shot (LL)": ("zeroshot", "acc_likelihood"),
     "R@1 i->t": ("embeddings", "i2t_r1"),
@@ -66,14 +75,16 @@ CHANCE: dict[str, float | tuple[str, str]] = {
     "R@1 i->t": ("embeddings", "i2t_r1_chance"), "R@1 t->i": ("embeddings", "t2i_r1_chance"),
     "separability": 0.5,
 }
-SUBMISSION_TASKS = ("blimp", "blimp_supplement", "ewok", "winoground", "vqa")  # BabyLM 2024's
+SUBMISSION_TASKS = ("blimp", "blimp_supplement", "ewok", "winoground", "vqa")  # BabyLM 2024's, and 2025's with devbench
 TaskFn = Callable[[], tuple[dict[str, Any], Records]]
 
 
 def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int,
-           protocol: str = multimodal.DEFAULT_PROTOCOL) -> dict[str, TaskFn]:
+           protocol: str = multimodal.DEFAULT_PROTOCOL, devbench_dir: Path | None = None) -> dict[str, TaskFn]:
     """Each eval set as a thunk; the models are loaded once, on first use. `protocol`: how
-    Winoground and VQA are scored (`eval.multimodal.PROTOCOLS`)."""
+    Winoground and VQA are scored (`eval.multimodal.PROTOCOLS`); `devbench_dir`: DevBench's
+    assets/ and evals/ (default: the data's own eval/devbench)."""
+    devbench = Path(devbench_dir) if devbench_dir is not None else eval_dir / "devbench"
     from babymm.models import load_model
     from eval.lm_adapter import BabymmLM
     from eval.text_tasks import SUITES, score_suite
@@ -105,13 +116,49 @@ def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int,
         return lambda: fn(*model(), src, batch_size)
 
     tasks = {kind: text(kind) for kind in SUITES}
+    def devbench_task() -> tuple[dict[str, Any], Records]:
+        """DevBench through the exported checkpoint, as the official wrapper scores it."""
+        from transformers import AutoModelForCausalLM, AutoProcessor
+
+        from eval.devbench import evaluate_devbench
+
+        if json.loads((run_dir / "config.json").read_text()).get("model_type") != "babymm":
+            raise TaskSkipped("not an image-reading model (DevBench scores image-text pairs)")
+        hf = AutoModelForCausalLM.from_pretrained(run_dir)
+        if hf.config.babymm.get("vision_encoder") == "features" and hf.image_features is None:
+            raise TaskSkipped("trained on precomputed features with no vision model to read DevBench's images; "
+                              "export it with one: python -m babymm.export --run_dir RUN --vision_model DIR")
+        metrics, records = evaluate_devbench(hf, AutoProcessor.from_pretrained(run_dir), devbench)
+        save_devbench_arrays(run_dir / "predictions" / "devbench", records)
+        for r in records.get("sem-things", []):
+            r.pop("features")
+        return {k.removeprefix("devbench/"): v for k, v in metrics.items()}, records
+
     tasks.update({
         "winoground": image(partial(multimodal.winoground, protocol=protocol), eval_dir / "winoground"),
         "vqa": image(partial(multimodal.vqa, protocol=protocol), eval_dir / "vqa"),
         "zeroshot": image(multimodal.zero_shot, eval_dir / "zeroshot", embeds_text=True),
         "embeddings": image(multimodal.embedding_metrics, eval_dir / "captions" / "heldout.jsonl", embeds_text=True),
+        "devbench": devbench_task if (devbench / "assets").is_dir() else _skip(f"no {devbench}/assets"),
     })
     return tasks
+
+
+def save_devbench_arrays(out: Path, records: Records) -> None:
+    """DevBench's outputs as the official `devbench.eval` saves them, which the 2025 collation
+    reads: `<task>.npy` image-text scores [trials, 4, 1] of the two choice tasks, and for THINGS
+    the image features [N, D] (`sem-things.npy`) and their cosine similarities [N, N]
+    (`sem-things_pairwise_sims.npy`)."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    out.mkdir(parents=True, exist_ok=True)
+    for task, recs in records.items():
+        if task == "sem-things":
+            feats = np.stack([np.asarray(r["features"], dtype=np.float32) for r in recs])
+            np.save(out / "sem-things.npy", feats)
+            np.save(out / "sem-things_pairwise_sims.npy", cosine_similarity(feats))
+        else:
+            np.save(out / f"{task}.npy", np.array([r["scores"] for r in recs], dtype=np.float64)[:, :, None])
 
 
 def _skip(reason: str) -> TaskFn:
@@ -122,10 +169,11 @@ def _skip(reason: str) -> TaskFn:
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64,
                  submission: bool = False, tasks: list[str] | None = None,
-                 protocol: str = multimodal.DEFAULT_PROTOCOL) -> dict[str, Any]:
+                 protocol: str = multimodal.DEFAULT_PROTOCOL, devbench_dir: str | Path | None = None) -> dict[str, Any]:
     """Score the run on every task, or only on `tasks`: then the other tasks' entries of an
     existing `results.json` are kept as they are. Winoground and VQA are scored under
-    `protocol`, which their entries record. Returns and writes `results.json`."""
+    `protocol`, which their entries record; DevBench from `devbench_dir` (the real DevBench's
+    assets/ and evals/; default the data's eval/devbench). Returns and writes `results.json`."""
     multimodal.check_protocol(protocol)
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     eval_dir = data_dir / "eval"
@@ -144,7 +192,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
     (run_dir / "submission.json.gz").unlink(missing_ok=True)  # never beside newer scores
     submitted: dict[str, Records] = {}
     with tempfile.TemporaryDirectory(prefix="babymm-tasks-") as work, torch.no_grad():
-        all_tasks = _tasks(run_dir, eval_dir, Path(work), batch_size, protocol)
+        all_tasks = _tasks(run_dir, eval_dir, Path(work), batch_size, protocol,
+                           Path(devbench_dir) if devbench_dir is not None else None)
         unknown = sorted(set(tasks or []) - set(all_tasks))
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(all_tasks)}")
@@ -174,6 +223,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
     write_json_atomic(run_dir / "results.json", results)
     if submission:
         write_submission(run_dir / "submission.json.gz", submitted)
+        if protocol == "2025":
+            write_submission_2025(run_dir, submitted)
+        else:
+            print(f"[eval] no 2025 results files: Winoground and VQA were scored under the {protocol} protocol, "
+                  "not the one the 2025 leaderboard uses", file=sys.stderr)
     table = summary_table({run_dir.name: results})
     write_text_atomic(run_dir / "results.md", table + "\n")
     print(table)
@@ -201,6 +255,52 @@ def write_submission(path: Path, predictions: dict[str, Records]) -> None:
     tmp.replace(path)
     counts = ", ".join(f"{t}: {sum(len(r['predictions']) for r in s.values())} items" for t, s in out.items())
     print(f"[eval] wrote {path} ({counts})")
+
+
+# babymm task -> (the official results tree's task folder, dataset folder) in the 2025 layout
+OFFICIAL_2025 = {"blimp": ("blimp", "blimp_filtered"), "blimp_supplement": ("blimp", "supplement_filtered"),
+                 "ewok": ("ewok", "ewok_filtered"), "winoground": ("winoground", "winoground_filtered"),
+                 "vqa": ("vqa", "vqa_filtered")}
+
+
+def results_tree_2025(model_dir: Path) -> tuple[Path, str]:
+    """Where a model's 2025 predictions go and its revision name: the run's own
+    `babylm2025_results/<run name>/<revision>/` with revision `main` for the final model and
+    `chck_*` for a word milestone, the official pipeline's `results/<model>/<revision>/` layout."""
+    model_dir = Path(model_dir).resolve()
+    if model_dir.parent.name == "milestones":
+        run, revision = model_dir.parent.parent, model_dir.name
+    else:
+        run, revision = model_dir, "main"
+    return run / "babylm2025_results" / run.name / revision, revision
+
+
+def write_submission_2025(model_dir: Path, predictions: dict[str, Records]) -> Path:
+    """The 2025 pipeline's files for what babymm scores, where its collation
+    (`evaluation_pipeline.collate_preds --results_dir RUN/babylm2025_results --model_path_or_name
+    RUN_NAME --backend causal --track multimodal`) reads them: `zero_shot/causal/<task>/<dataset>/
+    predictions.json` as `{uid: {"predictions": [{"id", "pred"}]}}` (VQA's `pred` is the scored
+    continuation, " " + answer, as the official runner writes it) and `zero_shot/devbench/*.npy`.
+    The official runner adds what babymm does not score (GLUE fine-tuning, entity tracking, ...)."""
+    root, _ = results_tree_2025(model_dir)
+    for task, (folder, dataset) in OFFICIAL_2025.items():
+        if task not in predictions:
+            continue
+        lead = " " if task == "vqa" else ""
+        out = {uid: {"predictions": [{"id": r["id"], "pred": lead + r["pred"]} for r in recs]}
+               for uid, recs in predictions[task].items()}
+        path = root / "zero_shot" / "causal" / folder / dataset / "predictions.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, out)
+    arrays = Path(model_dir) / "predictions" / "devbench"
+    if arrays.is_dir():
+        target = root / "zero_shot" / "devbench"
+        target.mkdir(parents=True, exist_ok=True)
+        for f in arrays.glob("*.npy"):
+            shutil.copyfile(f, target / f.name)
+    print(f"[eval] wrote {root} (the 2025 pipeline's results layout: {', '.join(sorted(predictions))}"
+          f"{', devbench' if arrays.is_dir() else ''})")
+    return root
 
 
 def summarize(results: dict[str, Any]) -> dict[str, float]:
@@ -287,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"how Winoground and VQA are scored (default {multimodal.DEFAULT_PROTOCOL}): 2025, the "
                         "official 2025 pipeline's rule (VQA: ' answer' after the bare question); 2024, the "
                         "2024 pipeline's VQA prompt 'Question: q Answer:'. Recorded in results.json")
+    p.add_argument("--devbench_dir", type=Path, default=None,
+                   help="the real DevBench data, in the official layout (assets/<task>/manifest.csv, "
+                        "evals/<task>/human.csv, evals/sem-things/spose_similarity.mat); default: the data "
+                        "directory's eval/devbench (the built-in world writes its own)")
     p.add_argument("--milestones", action="store_true",
                    help="score the run's exported word milestones (milestones/chck_*) not yet scored, and the "
                         "run itself if it has no results.json; `eval.compare --by_words` plots them")
@@ -296,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.protocol and args.tasks and not {"winoground", "vqa"} & set(args.tasks):
         p.error("--protocol only changes winoground and vqa, and --tasks names neither")
     protocol = args.protocol or multimodal.DEFAULT_PROTOCOL
+    if args.devbench_dir is not None:
+        if args.tasks and "devbench" not in args.tasks:
+            p.error("--devbench_dir only changes the devbench task, and --tasks does not name it")
+        if not (args.devbench_dir / "assets").is_dir():
+            p.error(f"--devbench_dir {args.devbench_dir}: no assets/ folder; pass the directory holding "
+                    "DevBench's assets/ and evals/")
     data_dir = args.data_dir
     if data_dir is None:
         cfg_path = args.run_dir / "run_config.json"
@@ -312,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for model_dir in models:
         try:
-            results = evaluate_run(model_dir, data_dir, args.batch_size, args.submission, args.tasks, protocol)
+            results = evaluate_run(model_dir, data_dir, args.batch_size, args.submission, args.tasks, protocol,
+                                   args.devbench_dir)
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {model_dir}: {e}", file=sys.stderr)
             return 2

@@ -31,7 +31,8 @@ N_IMAGE_ITEMS = 12  # Winoground and VQA items
 N_PAIRS = 24  # held-out caption pairs
 N_ZEROSHOT = 5  # lines per zero-shot file
 FEATURE_DIM = 8
-RUN_OUTPUTS = ("predictions", "results.json", "results.md", "submission.json.gz", "gap_over_training.png")
+RUN_OUTPUTS = ("predictions", "results.json", "results.md", "submission.json.gz", "gap_over_training.png",
+               "babylm2025_results")
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -70,6 +71,7 @@ def subset_eval(world, dst):
         rows = _jsonl(f)[:N_ZEROSHOT]
         _write_jsonl(out / "zeroshot" / f.name, rows)
         _copy_images(src / "zeroshot", out / "zeroshot", [r["image"] for r in rows])
+    shutil.copytree(src / "devbench", out / "devbench")  # already small at the tiny world's scale
     return dst
 
 
@@ -285,6 +287,36 @@ def test_submission_file(scored, eval_data):
             sub_accs.append(np.mean(hits))
         # the submission's picks are the ones the reported accuracy counts
         assert results[task]["acc"] == pytest.approx(np.mean(sub_accs)), task
+
+
+def test_submission_2025_results_tree(scored, eval_data):
+    """What the 2025 collation reads, where it reads it: the official uid/id scheme, VQA's
+    continuation with its leading space, and DevBench's arrays in the official shapes."""
+    run_dir, results = scored
+    root = run_dir / "babylm2025_results" / run_dir.name / "main" / "zero_shot"
+    wino = json.loads((root / "causal" / "winoground" / "winoground_filtered" / "predictions.json").read_text())
+    recs = predictions(run_dir, "winoground")
+    n = len(_jsonl(eval_data / "eval" / "winoground" / "winoground.jsonl"))
+    assert [p["id"] for p in wino["winoground"]["predictions"]] == [f"winoground_{i}" for i in range(n)]
+    assert all(p["pred"] == recs[("winoground", p["id"])]["pred"] for p in wino["winoground"]["predictions"])
+    vqa = json.loads((root / "causal" / "vqa" / "vqa_filtered" / "predictions.json").read_text())
+    vrecs = predictions(run_dir, "vqa")
+    assert all(p["pred"] == " " + vrecs[("vqa", p["id"])]["pred"] for p in vqa["vqa"]["predictions"])
+    assert (root / "causal" / "blimp" / "blimp_filtered" / "predictions.json").is_file()
+    dev = results["devbench"]
+    for task in ("lex-viz_vocab", "gram-trog"):
+        scores = np.load(root / "devbench" / f"{task}.npy")
+        rows = [r for r in _jsonl(run_dir / "predictions" / "devbench.jsonl") if r["subtask"] == task]
+        assert scores.shape == (dev[f"{task}/n"], 4, 1)
+        assert np.array_equal(scores[:, :, 0], np.array([r["scores"] for r in rows]))
+        # accuracy by hand: image 1 strictly above the other three
+        assert dev[f"{task}/acc"] == pytest.approx(np.mean(scores[:, 0, 0] > scores[:, 1:, 0].max(axis=1)))
+    feats = np.load(root / "devbench" / "sem-things.npy")
+    sims = np.load(root / "devbench" / "sem-things_pairwise_sims.npy")
+    assert sims.shape == (len(feats), len(feats))
+    a, b = feats[0].astype(np.float64), feats[1].astype(np.float64)
+    assert sims[0, 1] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-5)
+    assert "features" not in _jsonl(run_dir / "predictions" / "devbench.jsonl")[-1]
 
 
 # -- 4. ties are not hits, end to end through lm-eval ----------------------------------------
