@@ -203,3 +203,24 @@ def test_text_type_exports_a_plain_llama(tokenizer, tmp_path):
     ids = torch.tensor([[2, 5, 6, 7]])
     assert torch.equal(loaded.caption_logits(ids, torch.ones_like(ids)), model.caption_logits(ids, torch.ones_like(ids)))
     assert F.softmax(loaded.caption_logits(ids, torch.ones_like(ids)), -1).shape[-1] == len(tokenizer)
+
+
+def test_files_transformers_4_reads(exported):
+    """The official pipeline pins transformers 4.51, which (checked by hand in a venv with it)
+    copies only the modeling file's own relative imports, reads the image processor from
+    preprocessor_config.json (naming the processor class), and knows the fast tokenizer as
+    PreTrainedTokenizerFast with `additional_special_tokens`."""
+    import re
+
+    root, _, _ = exported
+    d = root / "flamingo"
+    shipped = {p.stem for p in d.glob("*.py")}
+    direct = set(re.findall(r"^from \.(\w+) import", (d / "modeling_babymm.py").read_text(), re.M))
+    for f in d.glob("*.py"):
+        assert set(re.findall(r"^from \.(\w+) import", f.read_text(), re.M)) <= direct, f.name
+    assert shipped - {"modeling_babymm"} == direct
+    assert not (d / "processor_config.json").exists()
+    assert json.loads((d / "preprocessor_config.json").read_text())["processor_class"] == "GitProcessor"
+    tok = json.loads((d / "tokenizer_config.json").read_text())
+    assert tok["tokenizer_class"] == "PreTrainedTokenizerFast" and tok["additional_special_tokens"] == ["<image>"]
+    assert "extra_special_tokens" not in tok

@@ -51,6 +51,7 @@ from transformers.modeling_outputs import (
 
 from .base import BabyModel, last_token_state, lm_loss
 from .coca import CocaModel
+from .cross_attention import CrossAttentionBlock  # noqa: F401 - every file a direct import: transformers < 4.52 copies only those
 from .flamingo import FlamingoModel
 from .git import GitModel
 from .vision import pool_tokens

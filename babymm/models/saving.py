@@ -147,11 +147,40 @@ def save_model(model: BabyModel, tokenizer: PreTrainedTokenizerBase | None, out_
     if tok is None:
         return
     if model.config.vision_encoder != "features":
-        GitProcessor(image_processor=pixel_processor(model.config.image_size), tokenizer=tok).save_pretrained(out_dir)
+        image_processor = pixel_processor(model.config.image_size)
     elif frozen is not None:
-        GitProcessor(image_processor=frozen.processor, tokenizer=tok).save_pretrained(out_dir)
+        image_processor = frozen.processor
     else:
-        tok.save_pretrained(out_dir)  # no pixels to process: AutoProcessor gives the tokenizer
+        image_processor = None  # no pixels to process: AutoProcessor gives the tokenizer
+    if image_processor is None:
+        tok.save_pretrained(out_dir)
+    else:
+        # the layout the 2024 baselines ship and every transformers reads: the image processor's
+        # preprocessor_config.json naming the processor class (transformers 5's processor_config.json,
+        # which nests the image processor, is not readable by transformers 4)
+        GitProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(out_dir)
+        (out_dir / "processor_config.json").unlink(missing_ok=True)
+        image_processor.save_pretrained(out_dir)
+        _add_json(out_dir / "preprocessor_config.json", {"processor_class": "GitProcessor"})
+    _portable_tokenizer_config(out_dir / "tokenizer_config.json")
+
+
+def _add_json(path: Path, fields: dict[str, Any]) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}, indent=2) + "\n")
+
+
+def _portable_tokenizer_config(path: Path) -> None:
+    """tokenizer_config.json as transformers 4 reads it too (the official pipeline pins 4.51): the
+    fast tokenizer's class by its long-standing name, and `<image>` as an additional special
+    token (transformers 5 writes `extra_special_tokens` as a list, which 4 reads as a dict)."""
+    cfg = json.loads(path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = cfg.pop("extra_special_tokens", None)
+    if isinstance(extra, list):
+        cfg["additional_special_tokens"] = extra
+    elif extra:
+        cfg["extra_special_tokens"] = extra
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def load_model(path: str | Path) -> BabyModel:
