@@ -19,9 +19,9 @@ from transformers import HfArgumentParser
 
 from babymm.checkpoint import parse_milestones
 from babymm.models import DEFAULT_PRESET, MODEL_TYPES, PRESETS, DecoderConfig, model_class
+from babymm.models.vision import VisionConfig
 from babymm.tasks import LMLossArguments, task_for
 from babymm.training import stage_warmup
-from babymm.models.vision import VisionConfig
 
 DEFAULT_DATA_DIR = "data/world"
 

@@ -8,12 +8,11 @@ the features (a local `save_pretrained` directory, e.g. DINOv2) and the export c
 with the run's `--vision_pooling`. And a run saved in babymm's earlier format
 (`multimodal.safetensors` + `babymm_config.json`) is rewritten as a transformers checkpoint.
 Without `--output_dir` the run directory is rewritten in place, each file renamed into place
-whole; the previous format's files are then removed.
+whole; files of the previous format or processor layout are then removed.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from transformers import HfArgumentParser
 
 from babymm.files import DataError
 from babymm.models import load_model, save_model
-from babymm.models.saving import LEGACY_CONFIG, LEGACY_WEIGHTS
+from babymm.models.saving import move_into
 from babymm.tokenizer import load_tokenizer
 
 
@@ -64,11 +63,7 @@ def export(run_dir: str | Path, vision_model: str | None = None, output_dir: str
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staged:
         save_model(model, tokenizer, staged, frozen=frozen)
-        for f in Path(staged).iterdir():
-            os.replace(f, out / f.name)
-    if out == run_dir:
-        for name in (LEGACY_CONFIG, LEGACY_WEIGHTS):
-            (out / name).unlink(missing_ok=True)
+        move_into(staged, out)
     return out
 
 

@@ -55,6 +55,8 @@ from babymm.data import CaptionData, TextBlocks
 from babymm.environment import environment
 from babymm.files import DataError, atomic_dir, read_json, write_json_atomic
 from babymm.models import BabyModel, build_model, model_class, save_model
+from babymm.models.saving import move_into
+from babymm.models.vision import PIXEL_ENCODERS, VisionConfig
 from babymm.tasks import TextPretraining, task_for
 from babymm.tokenizer import load_tokenizer, word_starts
 from babymm.training import (
@@ -66,7 +68,6 @@ from babymm.training import (
     text_only,
     with_text,
 )
-from babymm.models.vision import PIXEL_ENCODERS, VisionConfig
 from data_prep import budget as budget_stage
 from data_prep.build_curriculum import build_curriculum
 from data_prep.pipeline import Prepared, prepare
@@ -356,8 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         # the module itself (accelerate's wrapper only ever wraps it), each file renamed into place whole
         with tempfile.TemporaryDirectory(dir=out, prefix=".final-") as staged:
             save_model(model, tokenizer, staged)
-            for f in Path(staged).iterdir():
-                os.replace(f, out / f.name)
+            move_into(staged, out)
         print(f"[train] {state.words_seen:,} words seen in {state.step} steps; saved model and tokenizer to {out}")
         if t.run_eval:
             from eval.run import evaluate_run

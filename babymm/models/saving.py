@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ from babymm.models.base import BabyModel, VisionLanguageModel
 from babymm.models.modeling_babymm import (
     BabymmConfig,
     BabymmForCausalLM,
-    BabymmModel,
     BabymmForSequenceClassification,
+    BabymmModel,
     FrozenImageFeatures,
 )
 from babymm.models.text import TextConfig, TextModel
@@ -183,6 +184,22 @@ def _portable_tokenizer_config(path: Path) -> None:
     path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+# files a checkpoint of another form or version may have left in a directory saved into again
+STALE = (LEGACY_CONFIG, LEGACY_WEIGHTS, "processor_config.json", "special_tokens_map.json")
+
+
+def move_into(staged: str | Path, out: str | Path) -> None:
+    """Rename every file `save_model` wrote into `staged` into `out`, each whole, then remove what
+    an earlier save there wrote that this one did not (old format, another processor layout)."""
+    staged, out = Path(staged), Path(out)
+    written = {f.name for f in staged.iterdir()}
+    for f in staged.iterdir():
+        os.replace(f, out / f.name)
+    for name in STALE:
+        if name not in written:
+            (out / name).unlink(missing_ok=True)
+
+
 def load_model(path: str | Path) -> BabyModel:
     """The babymm model saved in `path` (any type, this format or the one before it)."""
     path = Path(path)
@@ -220,5 +237,5 @@ def _load_legacy(path: Path) -> BabyModel:
     return model
 
 
-__all__ = ["FrozenImageFeatures", "export_tokenizer", "load_model", "pixel_processor", "register", "save_model",
-           "to_hf"]
+__all__ = ["FrozenImageFeatures", "export_tokenizer", "load_model", "move_into", "pixel_processor", "register",
+           "save_model", "to_hf"]
