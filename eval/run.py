@@ -120,9 +120,13 @@ def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int,
         """DevBench through the exported checkpoint, as the official wrapper scores it."""
         from transformers import AutoModelForCausalLM, AutoProcessor
 
+        from babymm.models.saving import LEGACY_CONFIG
         from eval.devbench import evaluate_devbench
 
         if json.loads((run_dir / "config.json").read_text()).get("model_type") != "babymm":
+            if (run_dir / LEGACY_CONFIG).is_file():
+                raise TaskSkipped("saved in babymm's earlier format, which the official wrapper cannot load; "
+                                  f"python -m babymm.export --run_dir {run_dir} rewrites it")
             raise TaskSkipped("not an image-reading model (DevBench scores image-text pairs)")
         hf = AutoModelForCausalLM.from_pretrained(run_dir)
         if hf.config.babymm.get("vision_encoder") == "features" and hf.image_features is None:

@@ -224,3 +224,22 @@ def test_files_transformers_4_reads(exported):
     tok = json.loads((d / "tokenizer_config.json").read_text())
     assert tok["tokenizer_class"] == "PreTrainedTokenizerFast" and tok["additional_special_tokens"] == ["<image>"]
     assert "extra_special_tokens" not in tok
+
+
+def test_export_again_in_place_removes_what_an_older_save_left(exported, tmp_path):
+    """`python -m babymm.export --run_dir RUN` rewrites RUN whole: files of babymm's earlier format
+    and transformers 5's processor_config.json (which transformers 4 cannot read) are removed."""
+    import shutil
+
+    from babymm.export import main as export_main
+
+    root, _, models = exported
+    run = shutil.copytree(root / "git", tmp_path / "run")
+    for stale in ("babymm_config.json", "multimodal.safetensors", "processor_config.json"):
+        (run / stale).write_text("{}")
+    assert export_main(["--run_dir", str(run)]) == 0
+    assert not any((run / f).exists() for f in ("babymm_config.json", "multimodal.safetensors",
+                                                 "processor_config.json"))
+    loaded = load_model(run)
+    for (name, a), (_, b) in zip(models["git"].state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
