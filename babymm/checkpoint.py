@@ -6,9 +6,9 @@ A run directory holds
                                  weights as safetensors) + trainer_state.json: the `TrainState`
                                  (stage, steps, words seen, schedule, unlogged loss sums) and
                                  how much of metrics.jsonl was written when it was saved
-    milestones/chck_1M/          an exported model (`save_pretrained`: the decoder loads with
-                                 `AutoModelForCausalLM`, the multimodal weights beside it), its
-                                 tokenizer, run_config.json and milestone.json
+    milestones/chck_1M/          an exported model (`babymm.models.save_model`: the transformers
+                                 checkpoint the official pipeline loads, with its tokenizer and
+                                 processor), run_config.json and milestone.json
 
 A checkpoint is written into a hidden temporary directory and renamed into place when complete,
 so a directory named `step-N` is always whole; anything else is ignored on resume, and said so.

@@ -8,8 +8,9 @@ causal LM. Stage 2 trains the whole model on caption batches in curriculum order
 batches mixed in, on its type's task: for image-reading types, caption LM + text_weight *
 text LM + the gap-closing contrastive loss (CLIP + uniformity + alignment; zero their
 weights for plain CLIP); for `text`, the captions as plain text. The optimizer is rebuilt
-between stages. The run directory ends up holding the model (`save_pretrained`,
-safetensors), the tokenizer, `run_config.json`, the curriculum and word-count manifests,
+between stages. The run directory ends up holding the model as a transformers checkpoint
+(`babymm.models.save_model`: modeling code, weights, tokenizer and processor, what the official
+BabyLM pipeline loads), `run_config.json`, the curriculum and word-count manifests,
 `metrics.jsonl`, and, unless `--run_eval false`, `results.json`.
 
 Nothing is lost to a kill: `checkpoints/step-N/` is written every `--checkpointing_steps` (and

@@ -4,7 +4,7 @@
 
 Times `babymm.checkpoint.save_checkpoint` (model + AdamW state with its moments filled by one
 step + RNG + trainer state, written to a temporary directory and renamed), `load_checkpoint`,
-and a milestone export (`save_pretrained` + tokenizer-free), on the local disk, and reports the
+and a milestone export (`babymm.models.save_model`, tokenizer-free), on the local disk, and reports the
 size on disk: what `--checkpointing_steps` costs a run. Median of `--repeats`.
 """
 
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import preset_model  # noqa: E402
 
 from babymm.checkpoint import load_checkpoint, save_checkpoint, save_milestone  # noqa: E402
+from babymm.models import save_model  # noqa: E402
 from babymm.optim import build_optimizer  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def measure(model_type: str, preset: str, repeats: int, root: Path) -> dict:
         load_checkpoint(acc, ckpt)
         load.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        out = save_milestone(run, 1_000_000 * (i + 1), model.save_pretrained, {"words_seen": 0})
+        out = save_milestone(run, 1_000_000 * (i + 1), lambda d: save_model(model, None, d), {"words_seen": 0})
         export.append(time.perf_counter() - t0)
     row = {"type": model_type, "preset": preset, "params (M)": round(model.num_parameters() / 1e6, 2),
            "checkpoint (MB)": round(size_mb(ckpt), 1), "save (s)": round(statistics.median(save), 2),

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in args.rows:
             out = args.runs / f"{row}-s{seed}"
             run_dirs.append(out)
-            if args.retrain or not (out / "multimodal.safetensors").exists():
+            if args.retrain or not (out / "model.safetensors").exists():  # the final save (checkpoints are below)
                 flags = ["--seed", str(seed), "--output_dir", str(out), "--overwrite_output_dir", "true",
                          "--run_eval", "false", *ROWS[row], *args.extra]
                 timings[out.name] = {"train_s": round(run([*launch, "babymm/train.py", *flags]), 1)}
