@@ -171,8 +171,9 @@ def write_devbench_sets(out_dir: Path, seed: int = 0, image_size: int = 64, n_vo
     rows = [{"text1": f"{z} {c} {s}", "image1": rel} for (s, c, z), rel in zip(items, images, strict=True)]
     _write_task(assets / "sem-things", rows, images, ["text1", "image1"])
     (out_dir / "evals" / "sem-things").mkdir(parents=True, exist_ok=True)
+    # MAT v4: no creation time in the header, so the same seed writes the same bytes
     scipy.io.savemat(out_dir / "evals" / "sem-things" / "spose_similarity.mat",
-                     {"spose_sim": attribute_similarity(items)})
+                     {"spose_sim": attribute_similarity(items)}, format="4")
     return out_dir
 
 

@@ -7,7 +7,7 @@ DIR is a checkout of babylm/evaluation-pipeline-2025 (babymm never ships its cod
 that runs it (default this one; the pipeline pins transformers 4.51, so a venv with its
 requirements is the faithful choice). Each official step runs in its own process where `import
 babymm` fails, so it loads the checkpoint the way a participant's machine does: from the files
-alone, with `trust_remote_code=True`.
+alone, trusting the code shipped in them.
 
 For each run: babymm's eval (`eval.run --tasks winoground vqa devbench`, protocol 2025); the
 official sentence zero-shot runner on the data's `eval/babylm2025/{winoground,vqa}` (2025 layout,

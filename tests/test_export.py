@@ -1,6 +1,6 @@
 """The exported checkpoint is what the official BabyLM 2025 pipeline loads: transformers custom
 code (`auto_map`, the modeling files beside the weights) that a Python process which cannot import
-babymm loads with `trust_remote_code=True`, with the forward, processor and DevBench paths the
+babymm loads, trusting the shipped code, with the forward, processor and DevBench paths the
 pipeline uses. Expected values come from babymm's own model on the same inputs, or by hand."""
 
 import json
@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 from babymm.models import build_model, load_model, model_class, save_model
@@ -60,8 +61,8 @@ def exported(tokenizer, tmp_path_factory):
         with torch.no_grad():
             logits = model.caption_logits(enc["input_ids"], enc["attention_mask"], model.image_context(image))
             text_logits = model.caption_logits(enc["input_ids"], enc["attention_mask"], None)
-        torch.save({"input_ids": enc["input_ids"], "logits": logits, "text_logits": text_logits},
-                   root / f"{t}.expected.pt")
+        save_file({"input_ids": enc["input_ids"], "logits": logits, "text_logits": text_logits},
+                  str(root / f"{t}.expected.safetensors"))
         out[t] = model
     return root, text, out
 
@@ -72,6 +73,7 @@ OFFICIAL_SIDE = textwrap.dedent('''
         sys.modules[name] = None  # `import babymm` now raises ImportError
     import numpy as np, torch
     from PIL import Image
+    from safetensors.torch import load_file
     from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
                               AutoProcessor)
     root, text, types = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
@@ -81,7 +83,7 @@ OFFICIAL_SIDE = textwrap.dedent('''
         path = f"{root}/{t}"
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(path, padding_side="right", trust_remote_code=True)
-        expected = torch.load(f"{root}/{t}.expected.pt")
+        expected = load_file(f"{root}/{t}.expected.safetensors")
         # the sentence_zero_shot call: processor with offsets, no tensors; the model on ids + pixels
         enc = processor(text=text, images=image, return_offsets_mapping=True)
         ids = torch.LongTensor(enc["input_ids"]).view(1, -1)  # one text: the pipeline collates it to [1, T]

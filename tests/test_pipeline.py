@@ -19,7 +19,7 @@ def _train_rows(run):
 
 def test_run_writes_everything(tiny_run):
     names = {p.name for p in tiny_run.iterdir()}
-    assert {"config.json", "model.safetensors", "modeling_babymm.py", "processor_config.json", "tokenizer.json",
+    assert {"config.json", "model.safetensors", "modeling_babymm.py", "preprocessor_config.json", "tokenizer.json",
             "run_config.json", "curriculum_manifest.json", "word_counts.json", "metrics.jsonl",
             "results.json", "results.md", "predictions", "gap_over_training.png"} <= names
     metrics = _train_rows(tiny_run)

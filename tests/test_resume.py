@@ -143,8 +143,7 @@ def test_a_checkpoint_killed_while_being_written_is_ignored(reference, tiny_worl
 def test_resume_from_a_named_checkpoint_finds_its_run(reference, tiny_world, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
-    for f in ("model.safetensors", "multimodal.safetensors"):
-        (out / f).unlink()
+    (out / "model.safetensors").unlink()
     (out / "metrics.jsonl").write_text((out / "metrics.jsonl").read_text() + '{"step": 999, "junk": 1}\n')
     first = complete_checkpoints(out)[0]
     proc = subprocess.run([sys.executable, str(TRAIN), "--data_dir", str(tiny_world), *FLAGS,
@@ -173,7 +172,7 @@ def test_word_milestones_are_exported_loadable_and_scored(reference, tiny_world,
         if logged:
             assert logged[0]["train/words_seen"] == info["words_seen"]
         assert AutoModelForCausalLM.from_pretrained(d).config.num_hidden_layers > 0
-        assert (d / "tokenizer.json").exists() and (d / "multimodal.safetensors").exists()
+        assert (d / "tokenizer.json").exists() and (d / "modeling_babymm.py").exists()
     text_stage = json.loads((dirs[0] / "milestone.json").read_text())
     assert text_stage["stage"] == "text" and text_stage["caption_words"] == 0
     # eval scores each milestone, then compare plots a score against words seen

@@ -410,6 +410,8 @@ def _eval_counts(root):
         "vqa": len(json.loads((ev / "vqa" / "vqa.json").read_text())),
         "captions": len(_read_jsonl(ev / "captions" / "heldout.jsonl")),
         "zeroshot": {f.stem: len(_read_jsonl(f)) for f in (ev / "zeroshot").glob("*.jsonl")},
+        "devbench": {f"n_{k}": len((ev / "devbench" / "assets" / task / "manifest.csv").read_text().splitlines()) - 1
+                     for k, task in (("vocab", "lex-viz_vocab"), ("trog", "gram-trog"), ("things", "sem-things"))},
     }
 
 

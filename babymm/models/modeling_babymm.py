@@ -5,7 +5,7 @@ A run's final model and each word-milestone export are saved through these class
 done in babymm.models.saving), the checkpoint's `config.json` carries an `auto_map` and this file
 is copied beside the weights together with every file it imports relatively (base.py, vision.py,
 git.py, ...). Those files import only torch and transformers, so the checkpoint loads with
-`AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)` where babymm is not
+`AutoModelForCausalLM.from_pretrained(DIR)` with remote code trusted where babymm is not
 installed: that is how the official BabyLM 2025 pipeline loads it. Inside babymm the classes are
 registered with the auto classes on import, so no `trust_remote_code` is needed there.
 

@@ -2,7 +2,7 @@
 
 An image-reading model is saved through `BabymmForCausalLM` (babymm.models.modeling_babymm) with
 its modeling code, tokenizer and processor beside the weights, so the directory is what the
-official BabyLM pipeline loads (`AutoModelForCausalLM` / `AutoProcessor`, `trust_remote_code=True`).
+official BabyLM pipeline loads (`AutoModelForCausalLM` / `AutoProcessor`, remote code trusted).
 The `text` type is saved as the plain `LlamaForCausalLM` it is: no code of its own to ship.
 
 The processor is transformers' `GitProcessor`, as the 2024 baselines ship: the tokenizer (fast,
