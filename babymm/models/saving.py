@@ -35,7 +35,6 @@ from transformers import (
     GitProcessor,
     LlamaForCausalLM,
     PreTrainedTokenizerBase,
-    ViTImageProcessor,
 )
 
 from babymm.models.base import BabyModel, VisionLanguageModel
@@ -81,9 +80,12 @@ def export_tokenizer(tokenizer: PreTrainedTokenizerBase) -> tuple[PreTrainedToke
     return tok, tok.convert_tokens_to_ids(IMAGE_TOKEN)
 
 
-def pixel_processor(image_size: int) -> ViTImageProcessor:
+def pixel_processor(image_size: int) -> Any:
     """Pixels as the conv/vit encoders are trained on them: RGB, resized to the run's image side
-    with bicubic resampling (babymm.images.load_image), values kept in [0, 255]."""
+    with bicubic resampling (babymm.images.load_image), values kept in [0, 255]. (Imported here:
+    without torchvision, transformers warns on import that it falls back to the PIL backend.)"""
+    from transformers import ViTImageProcessor
+
     return ViTImageProcessor(do_resize=True, size={"height": image_size, "width": image_size},
                              resample=Image.Resampling.BICUBIC, do_rescale=False, do_normalize=False)
 
