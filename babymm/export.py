@@ -13,10 +13,12 @@ whole; files of the previous format or processor layout are then removed.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from transformers import HfArgumentParser
 
@@ -54,11 +56,27 @@ def frozen_for(model, vision_model: str):
     return frozen
 
 
+def carried_frozen(run_dir: Path) -> SimpleNamespace | None:
+    """The frozen vision model a checkpoint already carries (`image_features`), in the form
+    `save_model` takes, so that exporting it again keeps it; None if it carries none."""
+    config = json.loads((run_dir / "config.json").read_text())
+    if config.get("model_type") != "babymm" or not config.get("image_features"):
+        return None
+    from transformers import AutoImageProcessor, AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(run_dir)
+    spec = config["image_features"]
+    return SimpleNamespace(model=hf.image_features.model, pooling=spec["pooling"],
+                           prefix_tokens=spec["prefix_tokens"], processor=AutoImageProcessor.from_pretrained(run_dir))
+
+
 def export(run_dir: str | Path, vision_model: str | None = None, output_dir: str | Path | None = None) -> Path:
+    """Write the model in `run_dir` as a checkpoint into `output_dir` (default: in place), with
+    `vision_model`'s frozen model, or the one the checkpoint already carries."""
     run_dir = Path(run_dir)
     model = load_model(run_dir)
     tokenizer = load_tokenizer(run_dir)
-    frozen = frozen_for(model, vision_model) if vision_model else None
+    frozen = frozen_for(model, vision_model) if vision_model else carried_frozen(run_dir)
     out = Path(output_dir) if output_dir else run_dir
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staged:

@@ -124,7 +124,8 @@ def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int,
         from eval.devbench import evaluate_devbench
 
         if json.loads((run_dir / "config.json").read_text()).get("model_type") != "babymm":
-            if (run_dir / LEGACY_CONFIG).is_file():
+            legacy = run_dir / LEGACY_CONFIG
+            if legacy.is_file() and json.loads(legacy.read_text()).get("model_type") != "text":
                 raise TaskSkipped("saved in babymm's earlier format, which the official wrapper cannot load; "
                                   f"python -m babymm.export --run_dir {run_dir} rewrites it")
             raise TaskSkipped("not an image-reading model (DevBench scores image-text pairs)")
@@ -205,6 +206,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
             if tasks and name not in tasks:
                 continue
             t0 = time.perf_counter()
+            if name == "devbench":  # its arrays are rewritten by a success only, never left from before
+                shutil.rmtree(predictions / "devbench", ignore_errors=True)
             try:
                 metrics, records = fn()
             except TaskSkipped as e:
@@ -228,7 +231,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
     if submission:
         write_submission(run_dir / "submission.json.gz", submitted)
         if protocol == "2025":
-            write_submission_2025(run_dir, submitted)
+            write_submission_2025(run_dir, submitted, devbench="score" in results.get("devbench", {}))
         else:
             print(f"[eval] no 2025 results files: Winoground and VQA were scored under the {protocol} protocol, "
                   "not the one the 2025 leaderboard uses", file=sys.stderr)
@@ -279,14 +282,19 @@ def results_tree_2025(model_dir: Path) -> tuple[Path, str]:
     return run / "babylm2025_results" / run.name / revision, revision
 
 
-def write_submission_2025(model_dir: Path, predictions: dict[str, Records]) -> Path:
+def write_submission_2025(model_dir: Path, predictions: dict[str, Records], devbench: bool) -> Path:
     """The 2025 pipeline's files for what babymm scores, where its collation
     (`evaluation_pipeline.collate_preds --results_dir RUN/babylm2025_results --model_path_or_name
     RUN_NAME --backend causal --track multimodal`) reads them: `zero_shot/causal/<task>/<dataset>/
     predictions.json` as `{uid: {"predictions": [{"id", "pred"}]}}` (VQA's `pred` is the scored
     continuation, " " + answer, as the official runner writes it) and `zero_shot/devbench/*.npy`.
-    The official runner adds what babymm does not score (GLUE fine-tuning, entity tracking, ...)."""
+    The official runner adds what babymm does not score (GLUE fine-tuning, entity tracking, ...).
+    The revision's babymm-written files are replaced whole, so none is left from an earlier
+    scoring; `devbench`: whether DevBench was scored in full this time (its arrays go in only then)."""
     root, _ = results_tree_2025(model_dir)
+    for folder, dataset in OFFICIAL_2025.values():
+        (root / "zero_shot" / "causal" / folder / dataset / "predictions.json").unlink(missing_ok=True)
+    shutil.rmtree(root / "zero_shot" / "devbench", ignore_errors=True)
     for task, (folder, dataset) in OFFICIAL_2025.items():
         if task not in predictions:
             continue
@@ -297,13 +305,13 @@ def write_submission_2025(model_dir: Path, predictions: dict[str, Records]) -> P
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, out)
     arrays = Path(model_dir) / "predictions" / "devbench"
-    if arrays.is_dir():
+    if devbench and arrays.is_dir():
         target = root / "zero_shot" / "devbench"
         target.mkdir(parents=True, exist_ok=True)
         for f in arrays.glob("*.npy"):
             shutil.copyfile(f, target / f.name)
     print(f"[eval] wrote {root} (the 2025 pipeline's results layout: {', '.join(sorted(predictions))}"
-          f"{', devbench' if arrays.is_dir() else ''})")
+          f"{', devbench' if devbench and arrays.is_dir() else ''})")
     return root
 
 

@@ -514,3 +514,20 @@ def test_caption_max_tokens_is_the_runs(tmp_path):
         caption_max_tokens(tmp_path)
     with pytest.warns(UserWarning, match="no data.max_caption_tokens"):
         assert caption_max_tokens(tmp_path / "elsewhere") == DEFAULT_MAX_CAPTION_TOKENS
+
+
+def test_submission_2025_leaves_nothing_from_an_earlier_scoring(scored, tmp_path):
+    """A revision's files are replaced whole: DevBench's arrays go in only when DevBench was scored
+    this time, and a task not scored now leaves no earlier predictions.json behind."""
+    run_dir, _ = scored
+    run = tmp_path / run_dir.name
+    shutil.copytree(run_dir / "predictions", run / "predictions")
+    shutil.copytree(run_dir / "babylm2025_results", run / "babylm2025_results")
+    root = run / "babylm2025_results" / run_dir.name / "main" / "zero_shot"
+    assert (root / "devbench" / "gram-trog.npy").is_file()
+    wino = {"winoground": [{"id": "winoground_0", "pred": "a red star"}]}
+    eval_run.write_submission_2025(run, {"winoground": wino}, devbench=False)
+    assert not (root / "devbench").exists()
+    assert not (root / "causal" / "vqa" / "vqa_filtered" / "predictions.json").exists()
+    written = json.loads((root / "causal" / "winoground" / "winoground_filtered" / "predictions.json").read_text())
+    assert written == {"winoground": {"predictions": [{"id": "winoground_0", "pred": "a red star"}]}}

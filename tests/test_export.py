@@ -117,9 +117,10 @@ OFFICIAL_SIDE = textwrap.dedent('''
             "plain_ids": plain["input_ids"].tolist(), "plain_logits": plain_logits.tolist(),
             "feature_shape": list(feats.shape),
             "auto_model": type(AutoModel.from_pretrained(path, trust_remote_code=True)).__name__,
-            "classifier": type(AutoModelForSequenceClassification.from_pretrained(
-                path, trust_remote_code=True, num_labels=3)).__name__,
         }
+        head = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True, num_labels=3)
+        report[t].update(classifier=type(head).__name__, head_std=head.score.weight.std().item(),
+                         head_tied=head.get_output_embeddings().weight is head.get_input_embeddings().weight)
     print(json.dumps(report))
 ''')
 
@@ -149,6 +150,8 @@ def test_official_side_loads_it_without_babymm(exported, tmp_path):
         prefix = models[t].num_image_tokens if t == "git" else 0
         assert r["feature_shape"] == [1, prefix + len(r["plain_ids"][0]), 32]
         assert r["auto_model"] == "BabymmModel" and r["classifier"] == "BabymmForSequenceClassification"
+        # a new head, initialised (not the meta device's empty memory), on the tied decoder
+        assert 0.015 < r["head_std"] < 0.025 and r["head_tied"]
 
 
 def test_inside_babymm_it_loads_without_remote_code(exported):
@@ -200,6 +203,9 @@ def test_text_type_exports_a_plain_llama(tokenizer, tmp_path):
     save_model(model, tokenizer, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "llama"
     assert not (tmp_path / "modeling_babymm.py").exists()
+    tok = json.loads((tmp_path / "tokenizer_config.json").read_text())  # what transformers 4 reads
+    assert tok["tokenizer_class"] == "PreTrainedTokenizerFast" and "extra_special_tokens" not in tok
+    assert "token_type_ids" not in tok.get("model_input_names", [])  # the run's own tokenizer, unchanged
     loaded = load_model(tmp_path)
     assert type(loaded) is type(model) and loaded.config == model.config
     ids = torch.tensor([[2, 5, 6, 7]])

@@ -454,3 +454,8 @@ def test_export_a_corpus_features_run_with_the_model_that_made_them(dino, tmp_pa
         from_pixels = hf(input_ids=enc["input_ids"], pixel_values=enc["pixel_values"]).logits
         from_features = hf(input_ids=enc["input_ids"], image_features=features).logits
     torch.testing.assert_close(from_pixels, from_features, rtol=1e-5, atol=1e-5)
+    # exported again without naming the model, it keeps the one it carries
+    assert export_main(["--run_dir", str(run), "--output_dir", str(tmp_path / "again")]) == 0
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "again").eval()
+    with torch.no_grad():
+        assert torch.equal(again(input_ids=enc["input_ids"], pixel_values=enc["pixel_values"]).logits, from_pixels)

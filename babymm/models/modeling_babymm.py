@@ -128,14 +128,22 @@ class BabymmPreTrainedModel(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Every weight is either in the checkpoint or set by the babymm model's own
-        constructor; transformers must not re-initialise any."""
+        """Every weight of the babymm model is in the checkpoint or set by its own constructor,
+        and transformers must not re-initialise any; the one weight a checkpoint lacks is a new
+        task head (`score`), which `from_pretrained` builds on the meta device and fills here."""
+        if module is getattr(self, "score", None):
+            nn.init.normal_(module.weight, std=0.02)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.babymm.decoder.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.babymm.decoder.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        """The decoder's head, tied to its input embedding in every class (transformers 4 ties
+        through these two methods)."""
+        return self.babymm.decoder.get_output_embeddings()
 
     # -- DevBench's paths to the image encoder ----------------------------------------------
     @property
@@ -208,9 +216,6 @@ class BabymmPreTrainedModel(PreTrainedModel):
 class BabymmForCausalLM(BabymmPreTrainedModel):
     """The captioning decoder: text, or text given an image."""
 
-    def get_output_embeddings(self) -> nn.Module:
-        return self.babymm.decoder.get_output_embeddings()
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None, return_dict: bool | None = None,
@@ -250,7 +255,7 @@ class BabymmForSequenceClassification(BabymmPreTrainedModel):
     def __init__(self, config: BabymmConfig, model: BabyModel | None = None):
         super().__init__(config, model)
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
-        nn.init.normal_(self.score.weight, std=0.02)
+        self._init_weights(self.score)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, return_dict: bool | None = None,

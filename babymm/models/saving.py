@@ -137,12 +137,13 @@ def save_model(model: BabyModel, tokenizer: PreTrainedTokenizerBase | None, out_
     exported with (default: the run's own `--vision_model`). With no tokenizer only the model is
     written (tests; a checkpoint the official pipeline loads needs the tokenizer)."""
     out_dir = Path(out_dir)
-    tok, image_token_id = export_tokenizer(tokenizer) if tokenizer is not None else (None, None)
-    if not model.has_vision:
+    if not model.has_vision:  # a plain decoder and the run's own tokenizer, as any causal LM ships
         model.decoder.save_pretrained(out_dir)
-        if tok is not None:
-            tok.save_pretrained(out_dir)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out_dir)
+            _portable_tokenizer_config(out_dir / "tokenizer_config.json")
         return
+    tok, image_token_id = export_tokenizer(tokenizer) if tokenizer is not None else (None, None)
     register()
     frozen = frozen if frozen is not None else frozen_vision_of(model)
     hf = to_hf(model, image_token_id, frozen)
@@ -164,7 +165,9 @@ def save_model(model: BabyModel, tokenizer: PreTrainedTokenizerBase | None, out_
         GitProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(out_dir)
         (out_dir / "processor_config.json").unlink(missing_ok=True)
         image_processor.save_pretrained(out_dir)
-        _add_json(out_dir / "preprocessor_config.json", {"processor_class": "GitProcessor"})
+        kind = type(image_processor).__name__.removesuffix("Fast").removesuffix("Pil")
+        # the slow class's name, which transformers 4 has (its fast classes need torchvision)
+        _add_json(out_dir / "preprocessor_config.json", {"processor_class": "GitProcessor", "image_processor_type": kind})
     _portable_tokenizer_config(out_dir / "tokenizer_config.json")
 
 
@@ -187,7 +190,8 @@ def _portable_tokenizer_config(path: Path) -> None:
 
 
 # files a checkpoint of another form or version may have left in a directory saved into again
-STALE = (LEGACY_CONFIG, LEGACY_WEIGHTS, "processor_config.json", "special_tokens_map.json")
+STALE = (LEGACY_CONFIG, LEGACY_WEIGHTS, "processor_config.json", "special_tokens_map.json",
+         "generation_config.json", "preprocessor_config.json", "modeling_babymm.py")
 
 
 def move_into(staged: str | Path, out: str | Path) -> None:
