@@ -531,3 +531,13 @@ def test_submission_2025_leaves_nothing_from_an_earlier_scoring(scored, tmp_path
     assert not (root / "causal" / "vqa" / "vqa_filtered" / "predictions.json").exists()
     written = json.loads((root / "causal" / "winoground" / "winoground_filtered" / "predictions.json").read_text())
     assert written == {"winoground": {"predictions": [{"id": "winoground_0", "pred": "a red star"}]}}
+
+
+def test_results_tree_2025_names_each_revision(tmp_path):
+    """The final model is revision `main`, a word milestone its `chck_*` name, both under the run's
+    own tree, as the official runner lays out `results/<model>/<revision>/`."""
+    run = tmp_path / "my-run"
+    (run / "milestones" / "chck_1M").mkdir(parents=True)
+    root = run.resolve() / "babylm2025_results" / "my-run"
+    assert eval_run.results_tree_2025(run) == (root / "main", "main")
+    assert eval_run.results_tree_2025(run / "milestones" / "chck_1M") == (root / "chck_1M", "chck_1M")
