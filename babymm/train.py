@@ -211,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         task = task_for(model_class(cfg.model_type))(cfg.loss)
     except ValueError:
         task = None  # cfg.problems says why, below
+    # `accelerate launch --mixed_precision X` (or its config file) reaches here as an environment
+    # variable that the Accelerator below would override with --mixed_precision: refuse a mismatch
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launched != t.mixed_precision and launched != "no":
+        print(f"error: accelerate launch asks for mixed precision {launched!r} but train.py's --mixed_precision is "
+              f"{t.mixed_precision!r}; pass --mixed_precision {launched} to train.py (it is recorded in the run)",
+              file=sys.stderr)
+        return 2
     # a loss term switched off leaves parameters without gradient, which DDP must be told of
     ddp = DistributedDataParallelKwargs(find_unused_parameters=task is not None and task.leaves_parameters_unused)
     accelerator = Accelerator(cpu=t.use_cpu or not has_accelerator, mixed_precision=t.mixed_precision,
