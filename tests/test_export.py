@@ -118,6 +118,14 @@ OFFICIAL_SIDE = textwrap.dedent('''
             "feature_shape": list(feats.shape),
             "auto_model": type(AutoModel.from_pretrained(path, trust_remote_code=True)).__name__,
         }
+        # the official GLUE fine-tuning's AutoModel, and the reading task's model(**tokenizer(sentence))
+        base = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+        with torch.no_grad():
+            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+            reading = model(**processor.tokenizer(text, return_tensors="pt"))
+            causal = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        report[t].update(base_equal=torch.equal(hidden, causal["hidden_states"][-1]),
+                         reading_equal=torch.equal(reading["logits"], text_only["logits"]))
         head = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True, num_labels=3)
         report[t].update(classifier=type(head).__name__, head_std=head.score.weight.std().item(),
                          head_tied=head.get_output_embeddings().weight is head.get_input_embeddings().weight)
@@ -150,6 +158,7 @@ def test_official_side_loads_it_without_babymm(exported, tmp_path):
         prefix = models[t].num_image_tokens if t == "git" else 0
         assert r["feature_shape"] == [1, prefix + len(r["plain_ids"][0]), 32]
         assert r["auto_model"] == "BabymmModel" and r["classifier"] == "BabymmForSequenceClassification"
+        assert r["base_equal"] and r["reading_equal"]
         # a new head, initialised (not the meta device's empty memory), on the tied decoder
         assert 0.015 < r["head_std"] < 0.025 and r["head_tied"]
 
