@@ -24,7 +24,7 @@ from transformers import HfArgumentParser
 
 from babymm.files import DataError
 from babymm.models import load_model, save_model
-from babymm.models.saving import move_into
+from babymm.models.saving import frozen_mismatch, move_into
 from babymm.tokenizer import load_tokenizer
 
 
@@ -46,13 +46,9 @@ def frozen_for(model, vision_model: str):
         raise DataError(f"--vision_model applies to a run trained on features; this one is "
                         f"{cfg.model_type} with --vision_encoder {getattr(cfg, 'vision_encoder', None)}")
     frozen = load_frozen_vision(vision_model, cfg.vision_pooling, device="cpu")
-    if cfg.vision_model_key and frozen.key != cfg.vision_model_key:
-        raise DataError(f"{vision_model}: key {frozen.key}, but the run's features were made by "
-                        f"{cfg.vision_model_key}; name that model")
-    width = frozen.model.config.hidden_size
-    if width != cfg.feature_dim:
-        raise DataError(f"{vision_model}: gives {width}-dim features, the run was trained on {cfg.feature_dim}-dim "
-                        "ones; name the model that made its features")
+    problem = frozen_mismatch(cfg, frozen)
+    if problem:
+        raise DataError(f"--vision_model: {problem}; name the model that made its features")
     return frozen
 
 

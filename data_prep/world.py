@@ -78,7 +78,8 @@ HELDOUT_COUNT = 8
 # full-size eval sets: items per file (BLiMP per subtask, EWoK per domain, zero-shot per file;
 # Winoground rows, two per item, one per image, so it stays even); at 1,000 items the 95% CI
 # half-width of an accuracy near 0.6 is about 3 points
-EVAL_SIZES = {"blimp": 300, "ewok": 300, "winoground": 1000, "vqa": 1000, "captions": 1000, "zeroshot": 400}
+EVAL_SIZES = {"blimp": 300, "ewok": 300, "winoground": 1000, "vqa": 1000, "captions": 1000, "zeroshot": 400,
+              "devbench_vocab": 60, "devbench_trog": 60, "devbench_things": 40}  # DevBench: trials / images
 MIN_EVAL_ITEMS = 10
 MAX_EVAL_SCALE = 4.0
 OFFICIAL_DIR = "babylm2025"  # eval/<this>/: Winoground and VQA in the official 2025 pipeline's layout
@@ -873,8 +874,7 @@ def generate_world(out_dir: str | Path, word_budget: int = DEFAULT_BUDGET, seed:
                 "zeroshot": _write_zeroshot(w, tmp, seed, image_size, sizes["zeroshot"])}
         from data_prep.devbench_world import write_devbench_sets  # it imports this module
 
-        devbench = {"n_vocab": max(8, round(60 * eval_scale)), "n_trog": max(9, round(60 * eval_scale)),
-                    "n_things": max(8, round(40 * eval_scale))}
+        devbench = {f"n_{k}": sizes[f"devbench_{k}"] for k in ("vocab", "trog", "things")}
         write_devbench_sets(tmp / "eval" / "devbench", seed, image_size, **devbench)
         counts["devbench"] = devbench
         counts.update({k: sizes[k] for k in ("winoground", "vqa", "captions")})

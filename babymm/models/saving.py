@@ -104,12 +104,24 @@ def frozen_vision_of(model: VisionLanguageModel) -> Any | None:
     from babymm.frozen_vision import load_frozen_vision
 
     frozen = load_frozen_vision(cfg.vision_model, cfg.vision_pooling, device="cpu")
-    if cfg.vision_model_key and frozen.key != cfg.vision_model_key:
-        _say(f"{cfg.vision_model} has changed since the run was built (key {frozen.key}, trained with "
-             f"{cfg.vision_model_key}): the export carries no vision model; name the original with "
+    problem = frozen_mismatch(cfg, frozen)
+    if problem:
+        _say(f"{problem}: the export carries no vision model; name the original with "
              "python -m babymm.export --run_dir RUN --vision_model DIR")
         return None
     return frozen
+
+
+def frozen_mismatch(cfg: Any, frozen: Any) -> str | None:
+    """Why `frozen` is not the vision model that made the training features of the run with
+    config `cfg` (another content key than the run recorded, or another feature width); None
+    if nothing says it is not."""
+    if cfg.vision_model_key and frozen.key != cfg.vision_model_key:
+        return f"{frozen.path} has key {frozen.key}, but the run's features were made by {cfg.vision_model_key}"
+    width = frozen.model.config.hidden_size
+    if width != cfg.feature_dim:
+        return f"{frozen.path} gives {width}-dim features, but the run was trained on {cfg.feature_dim}-dim ones"
+    return None
 
 
 def to_hf(model: VisionLanguageModel, image_token_id: int | None = None,
