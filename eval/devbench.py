@@ -34,6 +34,8 @@ import torch
 from PIL import Image
 
 from babymm.files import DataError
+from babymm.frozen_vision import read_image
+from eval.stats import choice_hits
 
 TASKS = ("lex-viz_vocab", "gram-trog", "sem-things")
 CHOICE_TASKS = ("lex-viz_vocab", "gram-trog")  # 4 images, 1 text: pick the image
@@ -170,20 +172,20 @@ def read_human_similarity(path: str | Path) -> np.ndarray:
     return sim
 
 
-def load_image(path: Path) -> Image.Image:
-    """An RGB copy in memory, as the official dataset loads each image."""
-    with Image.open(path) as im:
-        return im.convert("RGB").copy()
-
-
 # ---------------------------------------------------------------------------- metrics
 
 
-def choice_accuracy(scores: np.ndarray) -> float:
-    """Fraction of trials where image 1 scores strictly above each of the other three: a tie
-    counts as wrong, and so does NaN (the official `image1 > image2 & ... & image1 > image4`)."""
+def image1_wins(scores: np.ndarray) -> np.ndarray:
+    """Per trial, whether image 1 scores strictly above each of the other three: a tie is a miss,
+    and so is NaN (the official `image1 > image2 & ... & image1 > image4`, which is babymm's
+    strict choice rule, `eval.stats.choice_hits`, with image 1 the target)."""
     s = np.asarray(scores, dtype=np.float64)  # (n, 4)
-    return float(np.mean((s[:, 0] > s[:, 1]) & (s[:, 0] > s[:, 2]) & (s[:, 0] > s[:, 3])))
+    return choice_hits(s, np.zeros(len(s), dtype=np.int64))
+
+
+def choice_accuracy(scores: np.ndarray) -> float:
+    """Fraction of trials `image1_wins`."""
+    return float(np.mean(image1_wins(scores)))
 
 
 def softmax_choices(scores: np.ndarray, beta: float) -> np.ndarray:
@@ -458,7 +460,7 @@ FeatureFn = Callable[[list[Image.Image]], np.ndarray]
 
 def score_trials(trials: Sequence[Trial], score: ScoreFn) -> np.ndarray:
     """(n_trials, 4) score of each image against the trial's text."""
-    return np.array([[score(load_image(p), t.texts[0]) for p in t.images] for t in trials],
+    return np.array([[score(read_image(p), t.texts[0]) for p in t.images] for t in trials],
                     dtype=np.float64).reshape(-1, N_CHOICES)
 
 
@@ -466,8 +468,8 @@ def trial_records(trials: Sequence[Trial], scores: np.ndarray) -> list[dict[str,
     """Per trial: its number, text, the four scores and the picked image (1-4; a tie picks the
     first), to compare item by item with the official wrapper's saved scores."""
     return [{"trial": t.trial, "text": t.texts[0], "scores": [float(x) for x in s],
-             "pick": int(np.argmax(s)) + 1, "correct": bool(s[0] > max(s[1:]))}
-            for t, s in zip(trials, scores, strict=True)]
+             "pick": int(np.argmax(s)) + 1, "correct": bool(won)}
+            for t, s, won in zip(trials, scores, image1_wins(scores), strict=True)]
 
 
 # ---------------------------------------------------------------------------- the tasks
@@ -505,7 +507,7 @@ def things_task(task_dir: Path, human_path: Path,
     if human.shape[0] != len(trials):
         raise DataError(f"{human_path}: {THINGS_KEY} is {human.shape[0]}x{human.shape[1]} but "
                         f"{task_dir / 'manifest.csv'} has {len(trials)} images; one row per image, same order")
-    feats = np.concatenate([features([load_image(t.images[0]) for t in trials[i:i + THINGS_BATCH]])
+    feats = np.concatenate([features([read_image(t.images[0]) for t in trials[i:i + THINGS_BATCH]])
                             for i in range(0, len(trials), THINGS_BATCH)])
     records = [{"trial": t.trial, "text": t.texts[0] if t.texts else "", "feature_norm": float(np.linalg.norm(f)),
                 "features": f} for t, f in zip(trials, feats, strict=True)]

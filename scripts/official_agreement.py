@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.devbench import image1_wins
+
 REPO = Path(__file__).resolve().parent.parent
 
 NO_BABYMM = "import sys\nfor _m in ('babymm', 'data_prep', 'eval'):\n    sys.modules[_m] = None\n"
@@ -98,11 +100,11 @@ def compare_run(run_dir: Path, data: Path, official: Path, py: str, scratch: Pat
     ours_dir = run_dir / "predictions" / "devbench"
     for task in ("lex-viz_vocab", "gram-trog"):
         theirs, ours = np.load(out / f"{task}.npy"), np.load(ours_dir / f"{task}.npy")
-        won = lambda s: s[:, 0, 0] > s[:, 1:, 0].max(axis=1)  # noqa: E731 - the official accuracy rule
-        row[task] = {"trials": len(ours), "same_outcome": int((won(theirs) == won(ours)).sum()),
+        won_theirs, won_ours = image1_wins(theirs[:, :, 0]), image1_wins(ours[:, :, 0])  # the official accuracy rule
+        row[task] = {"trials": len(ours), "same_outcome": int((won_theirs == won_ours).sum()),
                      "same_argmax": int((theirs[:, :, 0].argmax(1) == ours[:, :, 0].argmax(1)).sum()),
                      "max_abs_score_diff": float(np.abs(theirs - ours).max()),
-                     "official_acc": float(won(theirs).mean()), "babymm_acc": results["devbench"][f"{task}/acc"]}
+                     "official_acc": float(won_theirs.mean()), "babymm_acc": results["devbench"][f"{task}/acc"]}
     theirs, ours = np.load(out / "sem-things.npy"), np.load(ours_dir / "sem-things.npy")
     row["sem-things"] = {"images": len(ours), "max_abs_feature_diff": float(np.abs(theirs - ours).max()),
                          "babymm_rsa": results["devbench"]["sem-things/rsa"]}

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from babymm.files import DataError
+from babymm.frozen_vision import read_image
 from data_prep import devbench_world
 from eval import devbench as db
 
@@ -47,7 +48,7 @@ def test_reader_resolves_paths_relative_to_the_task_folder(tmp_path):
     assert [t.trial for t in trials] == [1, 2]
     assert trials[1].images[0] == task / "images" / "2-1.png"
     assert trials[1].texts == ("sentence 2",)
-    assert db.load_image(trials[0].images[0]).getpixel((0, 0)) == (255, 0, 0)
+    assert read_image(trials[0].images[0]).getpixel((0, 0)) == (255, 0, 0)
 
 
 def test_reader_names_file_and_line_of_a_bad_row(tmp_path):
@@ -188,7 +189,7 @@ def test_world_vocab_match_shows_the_word(tmp_path):
 
     out = devbench_world.write_devbench_sets(tmp_path, seed=0, image_size=32, n_vocab=2, n_trog=1, n_things=2)
     trial = db.read_manifest(out / "assets" / "lex-viz_vocab")[1]  # odd trials name a colour
-    colors = [{c for _, c in db.load_image(p).getcolors(4096)} - {BACKGROUND} for p in trial.images]
+    colors = [{c for _, c in read_image(p).getcolors(4096)} - {BACKGROUND} for p in trial.images]
     target = COLORS[trial.texts[0]]
     assert target in colors[0] and all(target not in c for c in colors[1:])
 
@@ -273,7 +274,7 @@ def test_evaluate_devbench_end_to_end_on_a_tiny_git(tmp_path):
     # each score is the official recipe, recomputed here by hand: -loss of the prompt, labels = ids
     model.eval()
     trial = db.read_manifest(out / "assets" / "gram-trog")[2]
-    enc = processor(images=db.load_image(trial.images[3]), text=f"The caption for this image is: {trial.texts[0]}.",
+    enc = processor(images=read_image(trial.images[3]), text=f"The caption for this image is: {trial.texts[0]}.",
                     return_tensors="pt")
     enc.pop("token_type_ids", None)
     with torch.no_grad():
