@@ -78,6 +78,19 @@ class TrainArguments:
     mixed_precision: str = field(default="no", metadata={
         "help": "no or bf16 (Accelerate autocast). fp16 is refused: its loss scaler's skipped steps are not "
                 "handled."})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the model's repeated blocks in place (decoder layers, vision encoder, "
+                "cross-attention blocks): the same weights and checkpoints, the same losses as eager within "
+                "float tolerance (tested), faster steps on a GPU after a first slow one."})
+    tf32: bool = field(default=True, metadata={
+        "help": "On CUDA: float32 matmuls on TF32 tensor cores (torch.set_float32_matmul_precision('high')), "
+                "the usual choice for fp32 training on A100/H100; --tf32 false for exact fp32. CPUs have no TF32: "
+                "there it changes nothing (environment.json records whether it was in force)."})
+    dataloader_num_workers: int = field(default=0, metadata={
+        "help": "Processes that build batches ahead of the step (0: in the training process). The batches are "
+                "the same either way (a pure function of seed and step); see README's data loading benchmark."})
+    dataloader_pin_memory: bool = field(default=True, metadata={
+        "help": "On CUDA: batches in page-locked memory, copied to the GPU without blocking the step."})
     logging_steps: int = 50
     checkpointing_steps: int = field(default=500, metadata={
         "help": "Save a resumable checkpoint (model, optimizer, schedule, RNG, step, words seen) every N "
@@ -140,6 +153,7 @@ class RunConfig:
                             ("multimodal_steps", t.multimodal_steps or 0), ("eval_steps", t.eval_steps),
                             ("checkpointing_steps", t.checkpointing_steps), ("save_total_limit", t.save_total_limit),
                             ("skip_nonfinite", t.skip_nonfinite), ("num_threads", t.num_threads),
+                            ("dataloader_num_workers", t.dataloader_num_workers),
                             *dataclasses.asdict(self.loss).items()]:
             need(value >= 0, f"--{name} {value} is negative")
         for name, value in [("batch_size", t.batch_size), ("text_batch_size", t.text_batch_size),
@@ -193,7 +207,8 @@ class RunConfig:
 
 # fields a resumed run may change: where and how it is written and watched, not what it learns
 RESUME_MAY_CHANGE = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "num_threads", "report_to",
-                     "run_eval", "eval_batch_size", "checkpointing_steps", "save_total_limit", "skip_nonfinite"}
+                     "run_eval", "eval_batch_size", "checkpointing_steps", "save_total_limit", "skip_nonfinite",
+                     "compile", "tf32", "dataloader_num_workers", "dataloader_pin_memory"}
 
 
 def resume_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

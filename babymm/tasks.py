@@ -15,9 +15,14 @@ import torch
 
 from babymm.losses import ContrastiveLoss, LossWeights
 from babymm.models.base import BabyModel, lm_loss
+from babymm.speed import DecoderPass
 
 Batch = dict[str, torch.Tensor]
-NumItems = dict[str, float]  # "caption" / "text": what each LM loss's token sum is divided by
+NumItems = dict[str, float | torch.Tensor]  # "caption" / "text": what each LM loss's token sum is divided by
+
+
+def _text_pass(batch: Batch) -> list[DecoderPass]:
+    return [DecoderPass(*batch["text_input_ids"].shape)] if "text_input_ids" in batch else []
 
 
 @dataclass
@@ -40,7 +45,7 @@ def _check_weights(args: LMLossArguments) -> None:
         raise ValueError(f"loss weights must be >= 0, got {negative}")
 
 
-def _normaliser(num_items: NumItems | None, key: str) -> float | None:
+def _normaliser(num_items: NumItems | None, key: str) -> float | torch.Tensor | None:
     return None if num_items is None else num_items.get(key)
 
 
@@ -52,8 +57,12 @@ class TextPretraining:
     def loss_terms(self, decoder: torch.nn.Module, batch: Batch,
                    num_items: NumItems | None = None) -> dict[str, torch.Tensor]:
         ids, mask = batch["text_input_ids"], batch["text_attention_mask"]
-        return {"text_loss": lm_loss(decoder(input_ids=ids, attention_mask=mask).logits, ids, mask,
+        return {"text_loss": lm_loss(decoder(input_ids=ids, attention_mask=mask, use_cache=False).logits, ids, mask,
                                      _normaliser(num_items, "text"))}
+
+    def decoder_passes(self, model: torch.nn.Module, batch: Batch) -> list[DecoderPass]:
+        """The decoder passes `loss_terms` runs on `batch` (what the model FLOPs count)."""
+        return _text_pass(batch)
 
     def after_step(self, model: BabyModel) -> None:
         pass
@@ -108,6 +117,10 @@ class TextCaptioning:
                     **self._text_inputs(batch, num_items))
         return {k: out[k] for k in self.weights}
 
+    def decoder_passes(self, model: BabyModel, batch: Batch) -> list[DecoderPass]:
+        """The decoder passes `loss_terms` runs on `batch`: the captions, the text batch."""
+        return [DecoderPass(*batch["input_ids"].shape), *(_text_pass(batch) if self.uses_text else [])]
+
     def after_step(self, model: BabyModel) -> None:
         pass
 
@@ -149,6 +162,16 @@ class ContrastiveCaptioning(TextCaptioning):
             terms.update(self.contrastive(out["image_embeds"].float(), out["text_embeds"].float(),
                                           out["logit_scale"]))
         return terms
+
+    def decoder_passes(self, model: BabyModel, batch: Batch) -> list[DecoderPass]:
+        """The captioning pass (GIT's image prefix and CoCa's CLS in its sequence), the part of
+        the no-image embedding pass it does not share (`embedding_pass_fraction`), the text batch."""
+        rows, length = batch["input_ids"].shape
+        passes = [DecoderPass(rows, length + model.prefix_tokens)] if self.captioning else []
+        fraction = model.embedding_pass_fraction if self.captioning else 1.0
+        if self.embeddings and fraction:
+            passes.append(DecoderPass(rows, length, fraction))
+        return passes + (_text_pass(batch) if self.uses_text else [])
 
     def after_step(self, model: BabyModel) -> None:
         model.clamp_logit_scale()

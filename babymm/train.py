@@ -58,6 +58,7 @@ from babymm.files import DataError, atomic_dir, read_json, write_json_atomic
 from babymm.models import BabyModel, build_model, model_class, save_model
 from babymm.models.saving import move_into
 from babymm.models.vision import PIXEL_ENCODERS, VisionConfig
+from babymm.speed import compile_blocks, measure_matmul_peak
 from babymm.tasks import TextPretraining, task_for
 from babymm.tokenizer import load_tokenizer, word_starts
 from babymm.training import (
@@ -186,6 +187,18 @@ def set_threads(cfg: RunConfig, accelerator: Accelerator) -> None:
         torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
 
 
+def speed_setup(cfg: RunConfig, accelerator: Accelerator) -> dict:
+    """TF32 on CUDA if asked, then this device's measured matmul peak in the training dtype (what
+    `train/mfu` is measured against). Returns what environment.json records of both."""
+    t, cuda = cfg.train, accelerator.device.type == "cuda"
+    if cuda and t.tf32:
+        torch.set_float32_matmul_precision("high")
+    dtype = torch.bfloat16 if t.mixed_precision == "bf16" else torch.float32
+    peak = measure_matmul_peak(accelerator.device, dtype, seconds=0.5 if cuda else 0.1)
+    return {"tf32": cuda and t.tf32, "matmul_peak_dtype": str(dtype).removeprefix("torch."),
+            "matmul_peak_tflops": float(f"{peak / 1e12:.4g}")}
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     t = cfg.train
@@ -235,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {p}", file=sys.stderr)
         return 2
     set_threads(cfg, accelerator)
+    speed = speed_setup(cfg, accelerator)
     if accelerator.is_main_process:
         for note in cfg.warnings():
             print(f"note: {note}", file=sys.stderr)
@@ -246,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             with (out / "resumed.jsonl").open("a") as f:
                 f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "checkpoint": str(ckpt),
                                     "step": saved["train_state"]["step"] if saved else 0,
-                                    "environment": environment()}) + "\n")  # a resume may run elsewhere
+                                    "environment": {**environment(), **speed}}) + "\n")  # a resume may run elsewhere
             print(f"[train] resuming {out} from " + (f"{ckpt} (step {saved['train_state']['step']})" if saved
                   else "step 0: it holds no complete checkpoint"), flush=True)
     accelerator.wait_for_everyone()
@@ -277,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         check_data_fits(cfg, prepared, captions, text)
         set_seed(t.seed)
         model = build(cfg, prepared, tokenizer, captions)
+        if t.compile:
+            compile_blocks(model)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -288,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         if not resuming:
             write_json_atomic(out / "run_config.json", cfg.to_dict())
-            write_json_atomic(out / "environment.json", environment())  # packages, torch's build, CPU/GPU
+            # packages, torch's build, CPU/GPU, the matmul peak MFU is measured against
+            write_json_atomic(out / "environment.json", {**environment(), **speed})
         # what it trained on: the data's ingest manifest (fingerprint, subset), how it was ordered, its words
         for name, src in (("data_manifest.json", prepared.ingest), ("curriculum_manifest.json", prepared.curriculum),
                           ("word_counts.json", prepared.words)):
@@ -305,19 +322,20 @@ def main(argv: list[str] | None = None) -> int:
     text_order = np.arange(len(text))
     everything = pacing_function(PacingSpec())  # "none": all data from the first step
     milestones = parse_milestones(t.word_milestones)
+    loading = {"num_workers": t.dataloader_num_workers, "pin_memory": t.dataloader_pin_memory}
 
     def text_batches(start: int):
         return text_only(step_loader(text, text_order, everything, t.text_pretrain_steps, t.text_batch_size,
-                                     t.seed + 1, accelerator, start))
+                                     t.seed + 1, accelerator, start, **loading))
 
     def multimodal_batches(start: int):
         fractions = read_json(curriculum_dir / "manifest.json").get("stage_fractions")
         cap = step_loader(captions, order, pacing_function(spec.pacing, fractions), t.multimodal_steps, t.batch_size,
-                          t.seed + 2, accelerator, start)
+                          t.seed + 2, accelerator, start, **loading)
         if not task.uses_text:  # --text_weight 0: no text batch is read, and none of its words counted
             return cap
         txt = step_loader(text, text_order, everything, t.multimodal_steps, t.text_batch_size, t.seed + 3,
-                          accelerator, start)
+                          accelerator, start, **loading)
         return with_text(cap, txt)
 
     # only the decoder is prepared in stage 1, so DDP sees no unused vision parameters
@@ -356,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                 state.load_state_dict(load_checkpoint(accelerator, ckpt)["train_state"])
 
             run_stage(state, name, accelerator, module, steps, batches, stage_task, t, log, probe=stage_probe,
-                      resume=resume if saved and i == first else None, end_of_step=end_of_step)
+                      resume=resume if saved and i == first else None, end_of_step=end_of_step,
+                      peak_flops=speed["matmul_peak_tflops"] * 1e12)
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

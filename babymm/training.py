@@ -33,9 +33,12 @@ from tqdm.auto import tqdm
 from babymm.curriculum import StepBatchSampler
 from babymm.models.base import lm_targets
 from babymm.optim import build_optimizer, build_scheduler
+from babymm.speed import Throughput, decoder_shape, step_flops
 
 Batch = dict[str, torch.Tensor]
 COUNTERS = ("caption_words", "text_words", "text_tokens")
+# logged metrics that measure the machine, not the run: they differ between equal runs
+TIMING_METRICS = ("train/steps_per_s", "train/tokens_per_s", "train/tflops", "train/mfu")
 
 
 class Task(Protocol):
@@ -46,6 +49,9 @@ class Task(Protocol):
 
     def loss_terms(self, model: torch.nn.Module, batch: Batch,
                    num_items: dict[str, float] | None = None) -> dict[str, torch.Tensor]: ...
+
+    # optional: def decoder_passes(self, model, batch) -> list[babymm.speed.DecoderPass]
+    # (the decoder passes `loss_terms` runs, for `train/mfu`)
 
     def after_step(self, model: torch.nn.Module) -> None: ...
 
@@ -132,14 +138,21 @@ class TrainState:
 
 def step_loader(dataset: torch.utils.data.Dataset, order: np.ndarray, pacing: Callable[[float], float],
                 num_steps: int, global_batch: int, seed: int, accelerator: Accelerator,
-                start_step: int = 0) -> DataLoader:
-    """A DataLoader whose batch t is a pure function of (seed, t), from `start_step` on; this rank's share."""
+                start_step: int = 0, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader whose batch t is a pure function of (seed, t), from `start_step` on; this rank's share.
+
+    `num_workers` > 0 builds batches in that many worker processes, ahead of the step (the
+    order is the sampler's, so the batches are the same as with none); `pin_memory` puts them in
+    page-locked memory, so the copy to a CUDA device can overlap the step (`non_blocking`). It
+    only applies on a CUDA device: pinned memory has no use on the CPU."""
     n = accelerator.num_processes
     if global_batch % n:
         raise ValueError(f"batch size {global_batch} is not divisible by {n} processes")
     sampler = StepBatchSampler(order, pacing, num_steps, global_batch // n, seed,
                                rank=accelerator.process_index, world_size=n, start_step=start_step)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_whole_batch)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_whole_batch, num_workers=num_workers,
+                      pin_memory=pin_memory and accelerator.device.type == "cuda",
+                      persistent_workers=False, prefetch_factor=4 if num_workers else None)
 
 
 def _whole_batch(batch: Batch) -> Batch:
@@ -159,12 +172,17 @@ def text_only(batches: Iterable[Batch]) -> Iterable[Batch]:
 
 
 def _counts(batch: Batch) -> list[float]:
-    """This rank's caption words, text words and text tokens in `batch` (COUNTERS order)."""
+    """This rank's caption words, text words and text tokens in `batch` (COUNTERS order), then
+    the token positions of its input batches (captions and text, padding included), which
+    `train/tokens_per_s` counts."""
     def total(key: str) -> float:
         return float(batch[key].sum()) if key in batch else 0.0
 
-    tokens = float(batch["text_input_ids"].numel()) if "text_input_ids" in batch else 0.0
-    return [total("num_words"), total("text_num_words"), tokens]
+    def positions(key: str) -> float:
+        return float(batch[key].numel()) if key in batch else 0.0
+
+    return [total("num_words"), total("text_num_words"), positions("text_input_ids"),
+            positions("input_ids") + positions("text_input_ids")]
 
 
 def _lm_targets(batch: Batch) -> list[float]:
@@ -173,16 +191,18 @@ def _lm_targets(batch: Batch) -> list[float]:
             for key in ("attention_mask", "text_attention_mask")]
 
 
-def global_num_items(batch: Batch, accelerator: Accelerator) -> dict[str, float]:
+def global_num_items(batch: Batch, accelerator: Accelerator) -> dict[str, float | torch.Tensor]:
     """Each LM loss's normaliser: the GLOBAL batch's target count over the processes. Each rank
     divides its token sum by it, so the mean over ranks that DDP's gradient averaging (and the
     log) takes is the global batch's token mean, not a mean of per-rank means (transformers'
-    `num_items_in_batch`, scaled by the number of processes as its Trainer does)."""
+    `num_items_in_batch`, scaled by the number of processes as its Trainer does). With several
+    processes the counts are summed on the device and stay there (no host synchronisation)."""
     local = _lm_targets(batch)
-    if accelerator.num_processes > 1:
-        local = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=accelerator.device),
-                                   reduction="sum").tolist()
-    return {k: max(v, 1.0) / accelerator.num_processes for k, v in zip(("caption", "text"), local, strict=True)}
+    n = accelerator.num_processes
+    if n == 1:
+        return {k: max(v, 1.0) for k, v in zip(("caption", "text"), local, strict=True)}
+    total = accelerator.reduce(torch.tensor(local, dtype=torch.float32, device=accelerator.device), reduction="sum")
+    return dict(zip(("caption", "text"), (total.clamp(min=1.0) / n).unbind(), strict=True))
 
 
 def _records(batch: Batch) -> str:
@@ -199,14 +219,20 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
               num_steps: int, batches: Callable[[int], Iterable[Batch]], task: Task, args: TrainArgs,
               log: MetricsLog, probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
               resume: Callable[[], None] | None = None,
-              end_of_step: Callable[[TrainState, int], None] | None = None) -> None:
+              end_of_step: Callable[[TrainState, int], None] | None = None,
+              peak_flops: float | None = None) -> None:
     """Train `module` for one stage on `task`'s loss.
 
     `batches(k)` gives the stage's batches from stage step k on. `resume`, if given, restores
     the prepared module, optimizer and `state` from a checkpoint (then the stage goes on from
     `state.stage_step`). `probe` (main process, no gradient) is logged before the first step,
     every `eval_steps` and after the last; `end_of_step(state, words_before)` runs after each
-    step's log and probe (word milestones, checkpoints).
+    step's log and probe (word milestones, checkpoints). With `peak_flops` (the device's
+    measured matmul peak, babymm.speed) the log has `train/mfu` beside `train/tokens_per_s`.
+
+    A step synchronises the host with the device once: the loss terms, the gradient norm and
+    the word counts travel in one all-reduced vector, read after the backward, because the
+    guard must know whether they are finite before the optimizer steps.
     """
 
     def measure() -> None:
@@ -223,30 +249,36 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
     else:
         measure()
     started, timed = time.perf_counter(), 0
+    # what the model FLOPs are counted by (babymm.speed); a task or module without them logs tokens/s only
+    shape, passes, throughput = decoder_shape(module), getattr(task, "decoder_passes", None), Throughput(peak_flops)
     bar = tqdm(total=num_steps, initial=state.stage_step, desc=stage, disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
+    tick = time.perf_counter()
     for batch in batches(state.stage_step):
         counts = _counts(batch)  # read on the host, before the batch moves to the device
         num_items = global_num_items(batch, accelerator)
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        flops = step_flops(shape, passes(module, batch)) if shape and passes else 0.0
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         losses = task.loss_terms(wrapped, batch, num_items)
         loss = sum(task.weights.get(k, 1.0) * v for k, v in losses.items())
         names = [*losses, "loss"]
-        local = torch.cat([torch.stack([v.detach().double() for v in (*losses.values(), loss)]),
-                           torch.tensor(counts, dtype=torch.float64, device=accelerator.device)])
-        totals = accelerator.reduce(local, reduction="sum").tolist()  # every rank: the global numbers
-        means = [v / accelerator.num_processes for v in totals[: len(names)]]
         state.optimizer.zero_grad(set_to_none=True)
-        problem = None if all(map(math.isfinite, means)) else "loss"
-        if problem is None:
-            accelerator.backward(loss)
-            grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), args.max_grad_norm))
-            problem = None if math.isfinite(grad_norm) else "gradient"
+        accelerator.backward(loss)  # a non-finite loss gives non-finite gradients: the step is skipped below
+        grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), args.max_grad_norm)
+        local = torch.cat([torch.stack([v.detach().double() for v in (*losses.values(), loss)]),
+                           grad_norm.detach().double().reshape(1).to(accelerator.device),
+                           torch.tensor(counts, dtype=torch.float64).to(accelerator.device, non_blocking=True)])
+        totals = accelerator.reduce(local, reduction="sum").tolist()  # every rank: the global numbers
+        means = [v / accelerator.num_processes for v in totals[: len(names) + 1]]
+        grad_norm = means.pop()  # every rank clipped the same (all-reduced) gradients
+        *seen, positions = totals[len(names) + 1:]
+        problem = ("loss" if not all(map(math.isfinite, means)) else
+                   "gradient" if not math.isfinite(grad_norm) else None)
         words_before = state.words_seen
         if problem is None:
             state.optimizer.step()
             task.after_step(module)
-            for k, v in zip(COUNTERS, totals[len(names):], strict=True):
+            for k, v in zip(COUNTERS, seen, strict=True):
                 state.seen[k] += int(v)
             for k, v in zip(names, means, strict=True):
                 state.pending[k] = state.pending.get(k, 0.0) + v
@@ -269,9 +301,12 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
         state.stage_step += 1
         timed += 1
         bar.update(1)
+        # the tokens of every process; the FLOPs (and so the MFU) are this device's
+        throughput.add(int(positions), flops, time.perf_counter() - tick)
         if state.stage_step % args.logging_steps == 0 or state.stage_step == num_steps:
             n = max(state.pending_steps, 1)
             metrics = {f"train/{k}": round(v / n, 5) for k, v in state.pending.items()}
+            metrics.update({f"train/{k}": v for k, v in throughput.read().items()})
             metrics.update({f"train/{k}_seen": v for k, v in state.seen.items()})
             metrics.update({"train/words_seen": state.words_seen, "train/stage": stage,
                             "train/lr": state.scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps,
@@ -287,4 +322,5 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
             measure()
         if end_of_step is not None:
             end_of_step(state, words_before)
+        tick = time.perf_counter()  # probes and checkpoints are not training time
     bar.close()

@@ -1,14 +1,19 @@
-"""Training-step throughput per model type and size preset, on synthetic batches.
+"""Training-step throughput and MFU per model type and size preset, on synthetic batches.
 
     python benchmarks/train_throughput.py [--types git flamingo coca text] [--presets tiny small]
-        [--device cpu|cuda] [--precision fp32] [--steps 20] [--out results/throughput.md]
+        [--device cpu|cuda] [--precision fp32 bf16] [--compile] [--vision_encoder conv|features]
+        [--steps 20] [--out results/throughput.md]
 
 Each step is exactly a stage-2 training step of `babymm/train.py`: the type's task builds the
 loss terms of a caption batch with a text batch mixed in (for image types: captioning LM,
-text LM and the gap-closing contrastive loss), then backward, gradient clipping, AdamW and the
-task's after-step. Sizes come from the presets, so the table matches what `--preset` trains.
-Prints one JSON line per setting and a Markdown table: parameters, step time, steps/s,
-tokens/s (every token through the decoder: image prefix, caption, text batch) and pairs/s.
+text LM and the gap-closing contrastive loss), then backward, gradient clipping, AdamW (fused,
+as training builds it) and the task's after-step. Sizes come from the presets, so the table
+matches what `--preset` trains. Prints one JSON line per setting and a Markdown table:
+parameters, step time, steps/s, tokens/s (every token through the decoder: image prefix,
+caption, the no-image embedding pass's unshared layers, text batch), pairs/s, and the model
+FLOPs utilisation (babymm.speed: nanoGPT's count over the device's matmul peak, measured here
+in the step's dtype). `--compile` adds a row per setting with the model's blocks compiled
+(`--compile` of train.py; its first steps, the compilation, are in the warm-up).
 """
 
 from __future__ import annotations
@@ -24,18 +29,23 @@ import torch
 
 from babymm.config import parse_config
 from babymm.files import write_json_atomic, write_text_atomic
-from babymm.models import MODEL_TYPES, PRESETS, VisionLanguageModel, build_model, model_class
+from babymm.models import MODEL_TYPES, PRESETS, build_model, model_class
 from babymm.optim import build_optimizer
+from babymm.speed import compile_blocks, decoder_shape, measure_matmul_peak, step_flops
 from babymm.tasks import task_for
 
 
-def preset_model(model_type: str, preset: str, image_size: int):
+def preset_model(model_type: str, preset: str, image_size: int, vision_encoder: str = "conv",
+                 feature_tokens: int = 1):
     """The model `--model_type T --preset P` trains, at the preset's nominal vocabulary size
-    (a small corpus may support fewer pieces), on conv pixels."""
-    cfg = parse_config(["--model_type", model_type, "--preset", preset])
+    (a small corpus may support fewer pieces), on conv pixels or on 768-d precomputed features
+    (`feature_tokens` 1: the BabyLM corpus's global DINOv2 vectors; 197: ViT-B/16 patch tokens)."""
+    has_vision = model_class(model_type).has_vision
+    flags = ["--vision_encoder", vision_encoder] if has_vision else []
+    cfg = parse_config(["--model_type", model_type, "--preset", preset, *flags])
     derived = {"vocab_size": cfg.data.vocab_size}
-    if model_class(model_type).has_vision:
-        derived["image_size"] = image_size
+    if has_vision:
+        derived.update(image_size=image_size, feature_dim=768, feature_tokens=feature_tokens)
     return cfg, build_model(cfg.model.resolve(**derived))
 
 
@@ -49,26 +59,36 @@ def param_counts(types: list[str], presets: list[str], image_size: int) -> pd.Da
     return pd.Series(rows).unstack().reindex(index=presets, columns=types)
 
 
-def bench(model_type: str, preset: str, args: argparse.Namespace, precision: str) -> dict:
+def bench(model_type: str, preset: str, args: argparse.Namespace, precision: str, compiled: bool = False,
+          peaks: dict[str, float] | None = None) -> dict:
     torch.manual_seed(0)
     dev = torch.device(args.device)
-    cfg, model = preset_model(model_type, preset, args.image_size)
+    cfg, model = preset_model(model_type, preset, args.image_size, args.vision_encoder, args.feature_tokens)
     model = model.to(dev)
+    if compiled:
+        compile_blocks(model)
     vocab = cfg.data.vocab_size
     task = task_for(type(model))(cfg.loss)
     opt = build_optimizer(model, 1e-4, 0.1)
-    B, T, TB, L = args.batch, args.caption_tokens, args.text_batch, cfg.data.block_size
+    B, T, TB, L = args.batch, args.caption_tokens, args.text_batch, args.block_size or cfg.data.block_size
     ids = torch.randint(4, vocab, (B, T), device=dev)
     text = torch.randint(4, vocab, (TB, L), device=dev)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
              "text_input_ids": text, "text_attention_mask": torch.ones_like(text)}
-    if model.has_vision:
+    if model.has_vision and args.vision_encoder == "features":
+        shape = (B, 768) if args.feature_tokens == 1 else (B, args.feature_tokens, 768)
+        batch["images"] = torch.randn(shape, device=dev)
+    elif model.has_vision:
         batch["images"] = torch.randint(0, 256, (B, 3, args.image_size, args.image_size), dtype=torch.uint8, device=dev)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peaks = {} if peaks is None else peaks
+    if precision not in peaks:
+        peaks[precision] = measure_matmul_peak(dev, dtype)
 
     def step() -> None:
         with torch.autocast(dev.type, dtype=dtype, enabled=precision == "bf16"):
-            loss = sum(task.loss_terms(model, batch).values())
+            terms = task.loss_terms(model, batch)
+            loss = sum(task.weights.get(k, 1.0) * v for k, v in terms.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -85,16 +105,20 @@ def bench(model_type: str, preset: str, args: argparse.Namespace, precision: str
     if dev.type == "cuda":
         torch.cuda.synchronize()
     secs = (time.perf_counter() - start) / args.steps
-    # caption pass (+ GIT's image prefix); a separate no-image pass for the text embedding unless the
-    # type reads it inside its captioning pass (CoCa overrides `caption_pass`); the text batch
-    separate_embed_pass = model.has_vision and type(model).caption_pass is VisionLanguageModel.caption_pass
-    tokens = B * (T + model.prefix_tokens) + (B * T if separate_embed_pass else 0) + TB * L
+    # the passes the task runs: caption (+ GIT's prefix, CoCa's CLS), the no-image embedding pass's
+    # unshared layers (none for CoCa), the text batch
+    passes = task.decoder_passes(model, batch)
+    tokens = sum(p.tokens * p.layer_fraction for p in passes)
+    flops = step_flops(decoder_shape(model), passes)
     return {"type": model_type, "preset": preset, "device": args.device,
             "name": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "precision": precision,
+            "threads": torch.get_num_threads(), "precision": precision + ("+compile" if compiled else ""),
+            "vision": args.vision_encoder + (f"[{args.feature_tokens}]" if args.vision_encoder == "features" else ""),
             "params_M": round(model.num_parameters() / 1e6, 2), "batch": B, "text_batch": TB,
             "step_ms": round(1000 * secs, 1), "steps_per_s": round(1 / secs, 2),
-            "tokens_per_s": round(tokens / secs), "pairs_per_s": round(B / secs, 1)}
+            "tokens_per_s": round(tokens / secs), "pairs_per_s": round(B / secs, 1),
+            "tflops": round(flops / secs / 1e12, 3), "peak_tflops": round(peaks[precision] / 1e12, 2),
+            "mfu": round(flops / secs / peaks[precision], 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,19 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64, help="image-caption pairs per step")
     p.add_argument("--text_batch", type=int, default=32, help="text blocks per step")
     p.add_argument("--caption_tokens", type=int, default=16)
+    p.add_argument("--block_size", type=int, help="tokens per text block (default: the run default, 64)")
     p.add_argument("--image_size", type=int, default=32)
+    p.add_argument("--vision_encoder", default="conv", choices=["conv", "features"],
+                   help="conv pixels, or 768-d precomputed features (the BabyLM corpus's input)")
+    p.add_argument("--feature_tokens", type=int, default=1, help="features per image: 1 (global) or 197 (patches)")
+    p.add_argument("--compile", action="store_true", help="also time each setting with the blocks compiled")
     p.add_argument("--out", type=Path, help="also write the table as Markdown (and .json) here")
     p.add_argument("--params_only", action="store_true", help="print parameter counts (M) per preset and type")
     args = p.parse_args(argv)
     if args.params_only:
         print(param_counts(args.types, args.presets, args.image_size).to_markdown())
         return 0
-    rows = []
+    rows, peaks = [], {}
     for preset in args.presets:
         for model_type in args.types:
             for precision in args.precision:
-                rows.append(bench(model_type, preset, args, precision))
-                print(json.dumps(rows[-1]), flush=True)
+                for compiled in (False, True) if args.compile else (False,):
+                    rows.append(bench(model_type, preset, args, precision, compiled, peaks))
+                    print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows).to_markdown(index=False)
     print(table)
     if args.out:

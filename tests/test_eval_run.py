@@ -18,6 +18,7 @@ from babymm import train
 from babymm.config import TrainArguments
 from babymm.images import load_image
 from babymm.models import GitConfig, build_model, load_model, save_model
+from babymm.training import TIMING_METRICS
 from eval import run as eval_run
 from eval.gap_metrics import centroid_distance
 from eval.lm_adapter import BabymmLM
@@ -350,7 +351,7 @@ def _gap_steps(rows):
 
 
 def _train_rows(rows):
-    return [{k: v for k, v in r.items() if k != "train/steps_per_s"} for r in rows if "train/loss" in r]
+    return [{k: v for k, v in r.items() if k not in TIMING_METRICS} for r in rows if "train/loss" in r]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,10 @@ checkpoints, so it imports only torch and transformers).
 A type's config is a dataclass whose init fields are its flags (parsed straight into it by
 `HfArgumentParser`, no second copy in the run config), and whose `init=False` fields are
 derived from the tokenizer and data by `resolve`.
+
+Every decoder call in babymm passes `use_cache=False`: training and scoring never generate, and a
+KV cache built in each forward is work and memory for nothing (it also made torch.compile
+recompile per layer).
 """
 
 from __future__ import annotations
@@ -160,7 +164,7 @@ class BabyModel(nn.Module):
         self.decoder = decoder if decoder is not None else LlamaForCausalLM(config.text_config())
 
     def text_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.decoder(input_ids=input_ids, attention_mask=attention_mask).logits
+        return self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     def image_context(self, images: torch.Tensor | None) -> torch.Tensor | None:
         """What the type conditions the decoder on; None for no image (the text path)."""
@@ -172,7 +176,8 @@ class BabyModel(nn.Module):
         image, the plain decoder): logits [B, T, V] at the caption positions only, and with
         `output_hidden_states` every layer's states over the whole sequence the decoder ran
         (for GIT the image prefix first). Each type with vision overrides it."""
-        return self.decoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
+        return self.decoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
+                            use_cache=False)
 
     def caption_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        context: torch.Tensor | None = None) -> torch.Tensor:
@@ -260,12 +265,21 @@ class VisionLanguageModel(BabyModel):
 
     def text_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The decoder's state at the last real token (EOS) read with no image: CLIP's EOT token."""
-        hidden = self.decoder.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.decoder.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                            use_cache=False).last_hidden_state
         return last_token_state(hidden, attention_mask)
 
     def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """L2-normalised text embeddings [B, E]."""
         return F.normalize(self.text_head(self.text_state(input_ids, attention_mask)), dim=-1)
+
+    @property
+    def embedding_pass_fraction(self) -> float:
+        """The share of the decoder's layers that the no-image text-embedding pass adds to a
+        training step's captioning pass: 1 for a whole second pass; less where `caption_pass`
+        reuses layers (Flamingo's below its first block; CoCa's unimodal layers: 0). What the
+        model FLOPs count (babymm.speed)."""
+        return 1.0
 
     def caption_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

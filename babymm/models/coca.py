@@ -88,6 +88,10 @@ class CocaModel(VisionLanguageModel):
         """The CLS: training sequences are one token longer than the caption."""
         return 1
 
+    @property
+    def embedding_pass_fraction(self) -> float:
+        return 0.0  # the captioning pass reads the text embedding at its CLS
+
     def _record(self, index: int, hidden: torch.Tensor) -> None:
         if index == self.config.num_unimodal:
             self._unimodal = hidden
@@ -127,7 +131,7 @@ class CocaModel(VisionLanguageModel):
 
     def embed_texts(self, input_ids, attention_mask):
         embeds, mask, cls_pos = self.with_cls(input_ids, attention_mask)
-        hidden = self.decoder.get_decoder()(inputs_embeds=embeds, attention_mask=mask,
+        hidden = self.decoder.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
                                             output_hidden_states=True).hidden_states
         return self._embed_state(hidden[self.config.num_unimodal], cls_pos)  # after the lower layers
 
@@ -138,7 +142,7 @@ class CocaModel(VisionLanguageModel):
         embeds, mask, cls_pos = self.with_cls(input_ids, attention_mask)
         try:
             with self._hooks.attending(context):
-                logits = self.decoder(inputs_embeds=embeds, attention_mask=mask).logits
+                logits = self.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
             return logits[:, :-1], self._embed_state(self._unimodal, cls_pos)
         finally:
             self._unimodal = None

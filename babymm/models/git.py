@@ -79,5 +79,5 @@ class GitModel(VisionLanguageModel):
         embeds = torch.cat([context.to(text.dtype), text], dim=1)  # [B, P+T, H]
         mask = self.prefix_mask(context.shape[1], attention_mask, embeds.dtype)
         # the head reads the text positions only: [B, T, V]; hidden states cover prefix and text
-        return self.decoder(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=input_ids.shape[1],
+        return self.decoder(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=input_ids.shape[1], use_cache=False,
                             output_hidden_states=output_hidden_states)
