@@ -113,11 +113,14 @@ class TrainState:
         """Words trained on, text and captions, as BabyLM counts them (whitespace words)."""
         return self.seen["caption_words"] + self.seen["text_words"]
 
-    def start_stage(self, stage: str, module: torch.nn.Module, num_steps: int, args: TrainArgs) -> None:
-        """A fresh AdamW and warmup-then-decay schedule for `module` (each stage trains a different set)."""
+    def start_stage(self, stage: str, module: torch.nn.Module, num_steps: int, args: TrainArgs,
+                    device: torch.device | None = None) -> None:
+        """A fresh AdamW (fused on a CUDA `device`) and warmup-then-decay schedule for `module`
+        (each stage trains a different set)."""
         self.stage, self.stage_step = stage, 0
         self.pending, self.pending_steps = {}, 0
-        self.optimizer = build_optimizer(module, args.learning_rate, args.weight_decay)
+        fused = device is not None and device.type == "cuda"
+        self.optimizer = build_optimizer(module, args.learning_rate, args.weight_decay, fused=fused)
         self.scheduler = build_scheduler(self.optimizer, stage_warmup(args.warmup_steps, num_steps), num_steps,
                                          args.lr_schedule)
 
@@ -239,7 +242,7 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
         if probe is not None and accelerator.is_main_process:
             log(probe(module), state.step)
 
-    state.start_stage(stage, module, num_steps, args)
+    state.start_stage(stage, module, num_steps, args, accelerator.device)
     accelerator.free_memory()  # the previous stage's module and optimizer: a checkpoint holds this stage's
     wrapped, state.optimizer = accelerator.prepare(module, state.optimizer)
     if resume is not None:

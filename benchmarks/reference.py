@@ -46,7 +46,7 @@
    per layer; both tie the output layer to the input embedding (GitConfig's default was tied in
    transformers 4.x, which the 2024 participants ran; 5.x unties it). The JSON lists the
    parameters of each part of both models. The optimizers differ as each side would run them:
-   babymm's `build_optimizer` (torch's fused AdamW), torch's default AdamW for GIT. On CUDA,
+   babymm's `build_optimizer` (torch's fused AdamW on CUDA, as training), torch's default AdamW for GIT. On CUDA,
    babymm and bare follow babymm's `--tf32` default (TF32 matmuls, as train.py sets them), GIT
    runs exact fp32 as a plain loop does (`--hf_tf32` gives it TF32 too); each row says which.
 
@@ -532,7 +532,8 @@ def build_type(model_type: str, s: dict[str, Any], args: argparse.Namespace, acc
         return sum(bare_task.weights.get(k, 1.0) * v for k, v in bare_task.loss_terms(m, batch).items())
 
     bare = LoopSide("bare", bare_model, clock, tf32, args.precision, loss_fn=bare_loss,
-                    optimizer=build_optimizer(bare_model, t.learning_rate, t.weight_decay),
+                    optimizer=build_optimizer(bare_model, t.learning_rate, t.weight_decay,
+                                              fused=device.type == "cuda"),
                     max_grad_norm=t.max_grad_norm)
     babymm = BabymmSide("babymm", model, clock, tf32, args.precision, cfg=cfg, task=task, accelerator=accelerator,
                         batches_from=multimodal_batches, peak_flops=peak_flops)

@@ -6,8 +6,8 @@
 
 Each step is exactly a stage-2 training step of `babymm/train.py`: the type's task builds the
 loss terms of a caption batch with a text batch mixed in (for image types: captioning LM,
-text LM and the gap-closing contrastive loss), then backward, gradient clipping, AdamW (fused,
-as training builds it) and the task's after-step. Sizes come from the presets, so the table
+text LM and the gap-closing contrastive loss), then backward, gradient clipping, AdamW (fused on
+CUDA, as training builds it) and the task's after-step. Sizes come from the presets, so the table
 matches what `--preset` trains. Prints one JSON line per setting and a Markdown table:
 parameters, step time, steps/s, tokens/s (every token through the decoder: image prefix,
 caption, the no-image embedding pass's unshared layers, text batch), pairs/s, and the model
@@ -69,7 +69,7 @@ def bench(model_type: str, preset: str, args: argparse.Namespace, precision: str
         compile_blocks(model)
     vocab = cfg.data.vocab_size
     task = task_for(type(model))(cfg.loss)
-    opt = build_optimizer(model, 1e-4, 0.1)
+    opt = build_optimizer(model, 1e-4, 0.1, fused=dev.type == "cuda")  # as training builds it
     B, T, TB, L = args.batch, args.caption_tokens, args.text_batch, args.block_size or cfg.data.block_size
     ids = torch.randint(4, vocab, (B, T), device=dev)
     text = torch.randint(4, vocab, (TB, L), device=dev)
