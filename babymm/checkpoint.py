@@ -38,8 +38,15 @@ CHECKPOINTS = "checkpoints"
 MILESTONES = "milestones"
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"step-(\d+)")
+# the model's weights as `accelerate.save_state` writes them: whole (safetensors), or under FSDP
+# sharded (a torch.distributed.checkpoint directory, whose .metadata is written last) or gathered
+MODEL_FILES = ("model.safetensors", "pytorch_model_fsdp_0/.metadata", "pytorch_model_fsdp.bin")
 BABYLM_MILESTONES = ([m * 1_000_000 for m in range(1, 10)] + [m * 10_000_000 for m in range(1, 10)]
                      + [m * 100_000_000 for m in range(1, 11)])
+
+
+def _has_model(d: Path) -> bool:
+    return any((d / f).is_file() for f in MODEL_FILES)
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -58,7 +65,7 @@ def complete_checkpoints(run_dir: Path, report: bool = False) -> list[Path]:
         return []
     found = []
     for d in sorted(root.iterdir()):
-        if _NAME.fullmatch(d.name) and (d / STATE_FILE).is_file() and (d / "model.safetensors").is_file():
+        if _NAME.fullmatch(d.name) and (d / STATE_FILE).is_file() and _has_model(d):
             found.append(d)
         elif report:
             _say(f"ignoring {d}: incomplete (the run was stopped while writing it)")
@@ -75,8 +82,8 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
     """trainer_state.json of a checkpoint; ValueError if `path` is not a complete checkpoint."""
     path = Path(path)
     state_file = path / STATE_FILE
-    if not state_file.is_file() or not (path / "model.safetensors").is_file():
-        raise ValueError(f"{path} is not a complete checkpoint (no {STATE_FILE} or model.safetensors); "
+    if not state_file.is_file() or not _has_model(path):
+        raise ValueError(f"{path} is not a complete checkpoint (no {STATE_FILE} or model weights); "
                          f"use one of {CHECKPOINTS}/step-* or --resume_from_checkpoint auto")
     return json.loads(state_file.read_text())
 

@@ -57,6 +57,9 @@ class TextPretraining:
     def loss_terms(self, decoder: torch.nn.Module, batch: Batch,
                    num_items: NumItems | None = None) -> dict[str, torch.Tensor]:
         ids, mask = batch["text_input_ids"], batch["text_attention_mask"]
+        if isinstance(decoder, BabyModel):  # the whole model (FSDP: its forward, the root's, gathers the weights)
+            return {"text_loss": decoder(None, None, text_input_ids=ids, text_attention_mask=mask,
+                                         text_items=_normaliser(num_items, "text"))["text_loss"]}
         return {"text_loss": lm_loss(decoder(input_ids=ids, attention_mask=mask, use_cache=False).logits, ids, mask,
                                      _normaliser(num_items, "text"))}
 

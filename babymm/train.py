@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from tqdm.auto import tqdm
 
 from babymm.checkpoint import (
@@ -128,6 +128,30 @@ def build(cfg: RunConfig, prepared: Prepared, tokenizer, captions: CaptionData) 
         raise ValueError(f"sequences of {longest} tokens (block size, or caption plus {model.prefix_tokens} extra "
                          f"positions: image prefix or CLS) exceed --max_positions {m.max_positions}")
     return model
+
+
+def whole_model(model: BabyModel, accelerator: Accelerator) -> BabyModel | None:
+    """`model` with whole tensors, to export: itself, or under FSDP (its parameters sharded across
+    the processes) a copy on the main process loaded from the gathered state dict, None on the
+    others. Every process must call it: the gather is collective."""
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return model
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
+    whole = build_model(model.config)
+    shapes = {k: v.shape for k, v in whole.state_dict().items()}  # scalars, made [1] by `unscalar`
+    whole.load_state_dict({k: v.reshape(shapes[k]) if k in shapes else v for k, v in state.items()})
+    return whole
+
+
+def unscalar(model: torch.nn.Module) -> None:
+    """Make each 0-dim parameter (the logit scale, Flamingo's gates) [1], in place: FSDP2 shards
+    no scalar. The model computes the same (they broadcast alike); `whole_model` exports them as
+    they were, so saved models keep their shapes."""
+    for p in model.parameters():
+        if p.dim() == 0:
+            p.data = p.data.reshape(1)
 
 
 def resume_point(cfg: RunConfig, out: Path) -> tuple[bool, Path | None, dict | None]:
@@ -239,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                               kwargs_handlers=[ddp])
     # every rank decides (before any rank writes), so none is left waiting for one that quit
     problems = cfg.problems(accelerator.num_processes)
+    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        problems.append("FSDP1 (fsdp_version 1) is not supported: its flattened parameters are not the ones the "
+                        "optimizer was built on, and the model's own parameters cannot be read outside its forward "
+                        "(the export, the logit-scale clamp); use fsdp_version: 2 (configs/accelerate/fsdp.yaml)")
     try:
         resuming, ckpt, saved = resume_point(cfg, out) if not problems else (False, None, None)
     except ValueError as e:
@@ -291,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         check_data_fits(cfg, prepared, captions, text)
         set_seed(t.seed)
         model = build(cfg, prepared, tokenizer, captions)
+        if accelerator.distributed_type == DistributedType.FSDP:
+            unscalar(model)
         if t.compile:
             compile_blocks(model)
     except (DataError, ValueError) as e:
@@ -301,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     except (TaskSkipped, FileNotFoundError, ValueError) as e:
         print(f"error: --eval_steps {t.eval_steps}: {e}; provide them or pass --eval_steps 0", file=sys.stderr)
         return 2
+    if probe is not None and accelerator.distributed_type == DistributedType.FSDP:
+        gap = probe
+
+        def probe(m: BabyModel) -> dict[str, float]:  # every process: the weights are gathered, the main one measures
+            whole = whole_model(m, accelerator)
+            return gap(whole.to(accelerator.device)) if whole is not None else {}
     if accelerator.is_main_process:
         if not resuming:
             write_json_atomic(out / "run_config.json", cfg.to_dict())
@@ -339,20 +375,24 @@ def main(argv: list[str] | None = None) -> int:
         return with_text(cap, txt)
 
     # only the decoder is prepared in stage 1, so DDP sees no unused vision parameters
-    stages = [s for s in (("text", model.decoder, t.text_pretrain_steps, text_batches, TextPretraining(), None),
+    # under FSDP the whole model in both stages: FSDP2 fixes its root at the first forward, and a
+    # decoder sharded as stage 1's root could not be sharded again inside the whole model for stage 2
+    stage1 = model if accelerator.distributed_type == DistributedType.FSDP else model.decoder
+    stages = [s for s in (("text", stage1, t.text_pretrain_steps, text_batches, TextPretraining(), None),
                           ("multimodal", model, t.multimodal_steps, multimodal_batches, task, probe)) if s[2] > 0]
     total_steps = sum(s[2] for s in stages)
 
-    def export(d: Path) -> None:
-        save_model(model, tokenizer, d)
+    def export(whole: BabyModel, d: Path) -> None:
+        save_model(whole, tokenizer, d)
         write_json_atomic(d / "run_config.json", cfg.to_dict())
 
     def end_of_step(st: TrainState, words_before: int) -> None:
         passed = crossed(milestones, words_before, st.words_seen)
+        whole = whole_model(model, accelerator) if passed else None
         if passed and accelerator.is_main_process:
             for m in passed:
-                path = save_milestone(out, m, export, {"words_seen": st.words_seen, "step": st.step,
-                                                       "stage": st.stage, **st.seen})
+                path = save_milestone(out, m, lambda d: export(whole, d),
+                                      {"words_seen": st.words_seen, "step": st.step, "stage": st.stage, **st.seen})
                 tqdm.write(f"[train] {st.words_seen:,} words seen: exported {path}")
         if passed:
             accelerator.wait_for_everyone()
@@ -381,10 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     accelerator.wait_for_everyone()
+    whole = whole_model(model, accelerator)
     if accelerator.is_main_process:
         # the module itself (accelerate's wrapper only ever wraps it), each file renamed into place whole
         with tempfile.TemporaryDirectory(dir=out, prefix=".final-") as staged:
-            save_model(model, tokenizer, staged)
+            save_model(whole, tokenizer, staged)
             move_into(staged, out)
         print(f"[train] {state.words_seen:,} words seen in {state.step} steps; saved model and tokenizer to {out}")
         if t.run_eval:
@@ -430,11 +471,12 @@ def curriculum_from_stage1(cfg: RunConfig, prepared: Prepared, model: BabyModel,
     to OUT/stage1 (a causal LM directory) and the order written to OUT/curriculum (it belongs to
     the run, not to the data). A resumed run finds both up to date."""
     target = out / "curriculum"
+    whole = whole_model(model, accelerator)
     if accelerator.is_main_process:
         stage1 = out / "stage1"
         if not (stage1 / "config.json").exists():
             with atomic_dir(stage1) as staged:
-                model.decoder.save_pretrained(staged)
+                whole.decoder.save_pretrained(staged)
                 tokenizer.save_pretrained(staged)
         build_curriculum(prepared.data_dir, cfg.data.curriculum, seed=cfg.train.seed, subset=prepared.subset,
                          scorer_args={"model": str(stage1.resolve())}, out=target)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -218,6 +219,11 @@ def _records(batch: Batch) -> str:
     return "; ".join(parts) or "no record ids"
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a parameter FSDP2 shards across the processes (every rank must call it)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: torch.nn.Module,
               num_steps: int, batches: Callable[[int], Iterable[Batch]], task: Task, args: TrainArgs,
               log: MetricsLog, probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
@@ -239,8 +245,11 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
     """
 
     def measure() -> None:
-        if probe is not None and accelerator.is_main_process:
-            log(probe(module), state.step)
+        # under FSDP every process runs it (it gathers the sharded weights); the main one logs
+        if probe is not None and (accelerator.is_main_process or accelerator.distributed_type == DistributedType.FSDP):
+            metrics = probe(module)
+            if accelerator.is_main_process:
+                log(metrics, state.step)
 
     state.start_stage(stage, module, num_steps, args, accelerator.device)
     accelerator.free_memory()  # the previous stage's module and optimizer: a checkpoint holds this stage's
@@ -315,7 +324,7 @@ def run_stage(state: TrainState, stage: str, accelerator: Accelerator, module: t
                             "train/lr": state.scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps,
                             "train/steps_per_s": round(timed / (time.perf_counter() - started), 3)})
             if hasattr(module, "logit_scale"):
-                metrics["train/logit_scale"] = round(module.logit_scale.item(), 3)
+                metrics["train/logit_scale"] = round(_full(module.logit_scale.detach()).item(), 3)
             log(metrics, state.step)
             if "train/loss" in metrics:
                 bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")

@@ -191,6 +191,8 @@ class BabyModel(nn.Module):
         """One training step's forward: a caption batch and, optionally, a text-only batch, in
         one call so that data-parallel wrappers see every use of the parameters. `*_items`
         normalise the LM losses (`lm_loss`'s `num_items`)."""
+        if input_ids is None:  # the text batch alone: stage 1 under FSDP, which runs it through the root
+            return {"text_loss": self.text_loss(text_input_ids, text_attention_mask, text_items)}
         out = {"caption_loss": lm_loss(self.caption_logits(input_ids, attention_mask), input_ids, attention_mask,
                                        caption_items)}
         if text_input_ids is not None:
@@ -297,6 +299,8 @@ class VisionLanguageModel(BabyModel):
         outside (where features are gathered across processes) without unwrapping the model.
         `captioning=False` skips the captioning pass and `embeddings=False` the contrastive
         embeddings, for a task whose weight on them is 0 (a term that is not trained is not run)."""
+        if input_ids is None:  # the text batch alone: stage 1 under FSDP, which runs it through the root
+            return {"text_loss": self.text_loss(text_input_ids, text_attention_mask, text_items)}
         if not (captioning or embeddings):
             raise ValueError("nothing to compute: captioning and embeddings are both off")
         image_tokens = self.vision(images)  # [B, P, W]
