@@ -303,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         check_budget(cfg, prepared)
         tokenizer = load_tokenizer(prepared.tokenizer)
         captions = CaptionData(prepared.ingest, tokenizer, cfg.data.max_caption_tokens,
-                               with_images=task.reads_images, features_dir=prepared.features)
+                               with_images=task.reads_images, features_dir=prepared.features,
+                               tokens_dir=prepared.tokens)
+        captions.advise_random_reads()
         text = TextBlocks(prepared.tokens / "text.npy", cfg.data.block_size, word_starts(tokenizer))
         order = load_order(prepared) if prepared.curriculum is not None else None
         if order is not None and t.multimodal_steps is None:

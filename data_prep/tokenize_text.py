@@ -1,8 +1,12 @@
-"""Stage: tokenize the text-only portion into one flat token array for training.
+"""Stage: tokenize the text-only portion and the captions once, for training.
 
-Each line becomes `<s> pieces </s>`, concatenated into `prepared/tokens/text.npy` (int32),
-which training memory-maps and cuts into fixed blocks (nanoGPT style): tokenization
-happens once, not in every run.
+Each text line becomes `<s> pieces </s>`, concatenated into `prepared/tokens/text.npy` (int32),
+which training memory-maps and cuts into fixed blocks (nanoGPT style). Each caption, in the
+ingested row order, becomes `<s> pieces` exactly as the tokenizer's own call gives it
+(`babymm.data.tokenize_captions` cuts it and adds `</s>` per run, by `--max_caption_tokens`),
+concatenated into `captions.npy` (int32) with `caption_offsets.npy` (int64, [N + 1]): a training
+batch slices them instead of tokenizing its captions, which was most of the input pipeline's
+time (README, data loading benchmark). Tokenization happens once, not in every run.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import itertools
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
@@ -32,6 +37,7 @@ from data_prep.stage import (
 )
 
 STAGE = "tokens"
+CAPTION_FORMAT = "captions: <s> pieces, flat int32 + int64 offsets"  # in the fingerprint: older tokens are redone
 
 
 def out_dir(data_dir: Path, subset: str | None = None) -> Path:
@@ -45,7 +51,7 @@ def tokenize_text(data_dir: Path, overwrite: bool = False, subset: str | None = 
     ingested = ingest_stage.require_ingested(data_dir, subset=subset)
     if tok_manifest is None:
         raise DataError(f"{tok_dir}: no tokenizer; run python -m data_prep.train_tokenizer --data_dir {data_dir}")
-    fp = fingerprint(STAGE, ingested["fingerprint"], tok_manifest["fingerprint"])
+    fp = fingerprint(STAGE, ingested["fingerprint"], tok_manifest["fingerprint"], CAPTION_FORMAT)
     out = out_dir(data_dir, subset)
     if not overwrite and is_up_to_date(out, fp):
         log(STAGE, f"{out} is up to date")
@@ -64,18 +70,43 @@ def tokenize_text(data_dir: Path, overwrite: bool = False, subset: str | None = 
         ids = [e.ids for e in backend.encode_batch(batch["text"], add_special_tokens=False)]
         chunks.append(_with_bos_eos(ids, tok.bos_token_id, tok.eos_token_id))
     tokens = np.concatenate(chunks)
+    captions, offsets = _caption_tokens(backend, ingest_stage.out_dir(data_dir, subset))
     # training counts the words it has seen by their first pieces: say how far that is from the text's words
     words = (int(text.data.column("num_words").to_numpy().sum(dtype=np.int64)) if "num_words" in text.column_names
              else sum(count_words(t) for t in text["text"][:]))
     counted = int(word_starts(tok)[tokens].sum())
     with atomic_dir(out) as tmp:
         np.save(tmp / "text.npy", tokens)
+        np.save(tmp / "captions.npy", captions)
+        np.save(tmp / "caption_offsets.npy", offsets)
         write_manifest(tmp, STAGE, fp, tokens=int(tokens.size), lines=text.num_rows,
                        tokens_per_line=float(tokens.size / text.num_rows), words=words,
-                       words_counted_by_word_start_tokens=counted)
-    log(STAGE, f"{tokens.size:,} tokens from {text.num_rows:,} lines -> {out}"
+                       words_counted_by_word_start_tokens=counted, captions=int(offsets.size - 1),
+                       caption_tokens=int(captions.size))
+    log(STAGE, f"{tokens.size:,} tokens from {text.num_rows:,} lines, {captions.size:,} from "
+               f"{offsets.size - 1:,} captions -> {out}"
                + ("" if counted == words else f"; word-start tokens count {counted:,} of its {words:,} words"))
     return out
+
+
+def _caption_tokens(backend: Tokenizer, ingest_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every ingested caption's `<s> pieces` (the tokenizer's call with its special tokens),
+    flat int32, and the offsets [N + 1] of each caption in it; empty when there are no captions."""
+    captions_dir = ingest_dir / "captions"
+    if not captions_dir.exists():
+        return np.empty(0, dtype=np.int32), np.zeros(1, dtype=np.int64)
+    ds = datasets.load_from_disk(str(captions_dir)).select_columns(["caption"])
+    chunks, lengths = [], []
+    for batch in tqdm(ds.iter(batch_size=8192), total=-(-ds.num_rows // 8192), desc="tokenize captions",
+                      unit="batch"):
+        ids = [e.ids for e in backend.encode_batch([str(c) for c in batch["caption"]], add_special_tokens=True)]
+        lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        lengths.append(lens)
+        chunks.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lens.sum())))
+    offsets = np.zeros(ds.num_rows + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return (np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int32)), offsets
 
 
 def _with_bos_eos(ids: list[list[int]], bos: int, eos: int) -> np.ndarray:

@@ -34,6 +34,7 @@ def test_the_2024_baselines_recipe(model_type):
     assert (loss.caption_weight, loss.text_weight, loss.clip_weight, loss.uniform_weight, loss.align_weight) == \
         (1.0, 0.25, 0.0, 0.0, 0.0)
     assert m.vision_encoder == "features"
+    assert (cfg.data.block_size, cfg.data.max_caption_tokens) == (128, 128)  # 128-token chunks, captions <= 128
     flags = parse_config(["--config", str(CONFIGS / f"baseline2024_{model_type}.yaml"), "--learning_rate", "3e-4"])
     assert flags.train.learning_rate == 3e-4  # a flag overrides the file
 
