@@ -1,15 +1,16 @@
 """GPU-hours for one base-preset run and for the default study grid, at 10M and 100M words.
 
-    python benchmarks/compute_plan.py [--throughput results/throughput_cuda.json] [--mfu 0.40 0.15]
+    python benchmarks/compute_plan.py [--throughput results/gpu/throughput_cuda.json] [--mfu 0.40 0.15]
         [--peak_tflops 989] [--out results/compute_plan.md]
 
 A run is the 2024 baselines' recipe (`configs/baseline2024_git.yaml`: 12 x 768, vocabulary
 32,768, batch 128 image-caption pairs + 128 text blocks of 128 tokens, caption loss + 0.25 text
 loss, no contrastive term) on the BabyLM multimodal corpus scaled to the budget: half the words
 text, half captions, the real corpus's 2.9M captions per 50M caption words (17.2 words each),
-captions padded to `--caption_tokens` (babymm cuts them at 40 tokens; a batch of 128 almost
-always holds a Localized Narratives caption that long), text at `--tokens_per_word` tokens a
-word, one image token (the global DINOv2 vector). Stage 1 trains on text blocks only; stage 2
+captions cut at 128 tokens as the recipe does and padded to `--caption_tokens` (94: the mean
+padded width of a batch of 128 that benchmarks/data_loading.py measured on the real-layout
+corpus, where the longest caption of a batch sets it; the mean caption is ~23 tokens), text at
+`--tokens_per_word` tokens a word, one image token (the global DINOv2 vector). Stage 1 trains on text blocks only; stage 2
 on caption batches with a text batch mixed into each step.
 
 Step time: measured on a GPU when `--throughput` names `benchmarks/train_throughput.py`'s JSON
@@ -87,10 +88,10 @@ def measured_step_ms(path: Path | None) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--throughput", type=Path, default=Path("results/throughput_cuda.json"))
+    p.add_argument("--throughput", type=Path, default=Path("results/gpu/throughput_cuda.json"))
     p.add_argument("--mfu", type=float, nargs="+", default=[0.40, 0.15])
     p.add_argument("--peak_tflops", type=float, default=989.0)
-    p.add_argument("--caption_tokens", type=int, default=40)
+    p.add_argument("--caption_tokens", type=int, default=94)
     p.add_argument("--tokens_per_word", type=float, default=1.3)
     p.add_argument("--budgets", type=float, nargs="+", default=[10e6, 100e6])
     p.add_argument("--out", type=Path, default=Path("results/compute_plan.md"))

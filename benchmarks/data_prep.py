@@ -131,13 +131,14 @@ def _line_lengths(rng: np.random.Generator, words: int, span: tuple[int, int], l
     return lengths
 
 
-def _write_features(path: Path, rows: int, block: np.ndarray) -> None:
-    """[rows, FEATURE_DIM] float32 through a memory map, one block of rows at a time."""
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, FEATURE_DIM))
+def _write_features(path: Path, rows: int, block: np.ndarray, flush_every: int = 16) -> None:
+    """[rows, *block.shape[1:]] float32 through a memory map, one block of rows at a time (the
+    block repeated), flushed every `flush_every` blocks so the dirty pages never fill the RAM."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, *block.shape[1:]))
     for a in range(0, rows, len(block)):
         b = min(rows, a + len(block))
         arr[a:b] = block[: b - a]
-        if (a // len(block)) % 16 == 15:
+        if (a // len(block)) % flush_every == flush_every - 1:
             arr.flush()
     arr.flush()
     del arr
