@@ -9,7 +9,14 @@ import torch
 
 from babymm import train
 from babymm.models import load_model
-from babymm.speed import DecoderPass, DecoderShape, Throughput, compile_blocks, flops_per_token, step_flops
+from babymm.speed import (
+    DecoderPass,
+    DecoderShape,
+    Throughput,
+    compile_blocks,
+    flops_per_token,
+    step_flops,
+)
 from babymm.tasks import task_for
 from tests.conftest import TINY_MODEL
 from tests.test_model_types import B, T, set_gates, tiny_config, tiny_model, toy_batch
