@@ -66,7 +66,7 @@ class CaptionData(torch.utils.data.Dataset):
         self.pretokenized: tuple[np.ndarray, np.ndarray] | None = None  # (flat `<s> pieces`, offsets [N + 1])
         self.columns: dict[str, np.ndarray] = {}  # num_words, feature_file, feature_row, in memory
         if tokens_dir is not None:
-            self.pretokenized = _caption_tokens(Path(tokens_dir), self.ds.num_rows)
+            self.pretokenized = _load_caption_tokens(Path(tokens_dir), self.ds.num_rows)
             arrow = self.ds.data.table  # whole columns, read once
             self.columns = {k: arrow.column(k).to_numpy() for k in ("num_words", "feature_file", "feature_row")
                             if k in columns}
@@ -123,24 +123,27 @@ class CaptionData(torch.utils.data.Dataset):
                  "index": torch.as_tensor(indices, dtype=torch.long)}
         if not self.with_images:
             return batch
-        if self.table is not None:  # sorted, so the memory map is read front to back
-            rows = self.table_row[np.asarray(indices)]
-            order = np.argsort(rows, kind="stable")
-            images = np.empty((len(rows), *self.table.shape[1:]), dtype=np.float32)
-            images[order] = self.table[rows[order]]
-            images = torch.from_numpy(images)  # [B, D] or [B, P, D]
+        if self.table is not None:
+            images = torch.from_numpy(_read_rows(self.table, self.table_row[np.asarray(indices)]))  # [B, D] / [B, P, D]
         elif self.image_input == "pixels":
             # the numpy format widens integer columns to int64: back to the uint8 they were stored as
             images = torch.from_numpy(np.ascontiguousarray(rows["pixel_values"], dtype=np.uint8))  # [B, 3, S, S]
-        else:  # each feature file's rows in one sorted read, so its memory map is read front to back
+        else:  # each feature file's rows in one read
             files, feature_rows = np.asarray(rows["feature_file"]), np.asarray(rows["feature_row"])
             images = np.empty((len(files), *self.features[0].shape[1:]), dtype=np.float32)
             for f in np.unique(files):
                 sel = np.flatnonzero(files == f)
-                sel = sel[np.argsort(feature_rows[sel], kind="stable")]
-                images[sel] = self.features[f][feature_rows[sel]]
+                images[sel] = _read_rows(self.features[f], feature_rows[sel])
             images = torch.from_numpy(images)  # [B, D] or [B, P, D]
         return {**batch, "images": images}
+
+
+def _read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """float32 `array[rows]`, read in sorted row order so that a memory map is read front to back."""
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), *array.shape[1:]), dtype=np.float32)
+    out[order] = array[rows[order]]
+    return out
 
 
 def _image_rows(features_dir: Path, captions: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +171,7 @@ def _image_rows(features_dir: Path, captions: datasets.Dataset) -> tuple[np.ndar
     return table, rows
 
 
-def _caption_tokens(tokens_dir: Path, num_captions: int) -> tuple[np.ndarray, np.ndarray]:
+def _load_caption_tokens(tokens_dir: Path, num_captions: int) -> tuple[np.ndarray, np.ndarray]:
     """The tokens stage's captions (memory-mapped) and offsets, checked against the captions."""
     fix = "re-run data prep's tokens stage (python -m data_prep.tokenize_text --overwrite)"
     flat_file, offsets_file = tokens_dir / "captions.npy", tokens_dir / "caption_offsets.npy"

@@ -453,9 +453,9 @@ def cold_reads(pipe: Pipeline, batches: int, seed: int = 0) -> dict[str, Any]:
 def machine_info() -> dict[str, Any]:
     import importlib.metadata as md
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or platform.machine())
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+    from babymm.environment import cpu_model
+
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "python": platform.python_version(), "torch": torch.__version__,

@@ -1,12 +1,17 @@
 """Shared fixtures: one tiny world and one tiny end-to-end run per test session."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["--preset", "tiny"]
 TINY_TRAIN = ["--text_pretrain_steps", "8", "--multimodal_steps", "12", "--batch_size", "16",
               "--text_batch_size", "8", "--logging_steps", "4", "--warmup_steps", "2"]
@@ -43,3 +48,13 @@ def tiny_run(tiny_world, tmp_path_factory):
                      *TINY_MODEL, *TINY_TRAIN])
     assert rc == 0
     return out
+
+
+def load_script(relative_path: str, name: str) -> ModuleType:
+    """A script of the repository (benchmarks/, scripts/: not packages) imported as module `name`,
+    registered in sys.modules (its dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,8 +1,7 @@
 """benchmarks/data_loading.py's demand arithmetic and breakdown against hand computations (no data,
 no real model)."""
 
-import importlib.util
-from pathlib import Path
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -11,16 +10,13 @@ from torch import nn
 
 import babymm.data
 from babymm.tasks import ContrastiveCaptioning, ContrastiveLossArguments
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_data_loading", ROOT / "benchmarks" / "data_loading.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    yield load_script("benchmarks/data_loading.py", "bench_data_loading")
+    sys.modules.pop("bench_data_loading", None)
 
 
 class TinyGit(nn.Module):

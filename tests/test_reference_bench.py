@@ -3,25 +3,20 @@ start from the same weights and train on the same batches (the same first-step l
 transformers-GIT emulation really puts the image tokens in front of the caption. Tiny sizes, one
 round: a few seconds."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_script
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def ref():
-    spec = importlib.util.spec_from_file_location("bench_reference", ROOT / "benchmarks" / "reference.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_script("benchmarks/reference.py", "bench_reference")
+    sys.modules.pop("bench_reference", None)
 
 
 def test_babymm_and_bare_do_the_same_work(ref, tmp_path):

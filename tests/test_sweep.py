@@ -1,30 +1,18 @@
 """scripts/sweep.py: the grid it expands, the config errors it gives, and a 2-run toy sweep
 (git and text on the tiny world) trained, skipped when run again, and tabulated."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import TINY_MODEL, TINY_TRAIN
+from tests.conftest import TINY_MODEL, TINY_TRAIN, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _load_sweep():
-    spec = importlib.util.spec_from_file_location("sweep_script", ROOT / "scripts" / "sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sweep = _load_sweep()
+sweep = load_script("scripts/sweep.py", "sweep_script")
 
 
 def tiny_flags(**changes):
