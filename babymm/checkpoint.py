@@ -5,7 +5,8 @@ A run directory holds
     checkpoints/step-00000400/   model, optimizer and RNG states (`accelerator.save_state`,
                                  weights as safetensors) + trainer_state.json: the `TrainState`
                                  (stage, steps, words seen, schedule, unlogged loss sums) and
-                                 how much of metrics.jsonl was written when it was saved
+                                 how much of metrics.jsonl was written when it was saved;
+                                 task_state.safetensors: the task's own tensors (DeCLIP's queue)
     milestones/chck_1M/          an exported model (`babymm.models.save_model`: the transformers
                                  checkpoint the official pipeline loads, with its tokenizer and
                                  processor), run_config.json and milestone.json
@@ -30,13 +31,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 
 from babymm.files import atomic_dir, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 MILESTONES = "milestones"
 STATE_FILE = "trainer_state.json"
+TASK_STATE_FILE = "task_state.safetensors"  # what the task keeps between steps (DeCLIP's text queue)
 _NAME = re.compile(r"step-(\d+)")
 # the model's weights as `accelerate.save_state` writes them: whole (safetensors), or under FSDP
 # sharded (a torch.distributed.checkpoint directory, whose .metadata is written last) or gathered
@@ -95,9 +99,10 @@ def _tied_embeddings_note(record: logging.LogRecord) -> bool:
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, trainer_state: dict[str, Any],
-                    keep: int) -> Path:
+                    keep: int, tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Every rank writes its part into a temporary directory; the main process adds the trainer
-    state and renames it into place, then deletes all but the newest `keep` (0 keeps all)."""
+    state (and the task's `tensors`, the same on every rank: DeCLIP's queue) and renames it into
+    place, then deletes all but the newest `keep` (0 keeps all)."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(f".{final.name}.tmp")
     if accelerator.is_main_process:
@@ -113,6 +118,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, trainer_
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(tmp / STATE_FILE, {**trainer_state, "num_processes": accelerator.num_processes})
+        if tensors:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TASK_STATE_FILE))
         if final.exists():  # the same step again, after a resume from an older checkpoint
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -126,6 +133,16 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, trainer_
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+class CheckpointError(ValueError):
+    """A checkpoint the run cannot go on from as it was (the message says why and what to do)."""
+
+
+def load_task_state(path: Path) -> dict[str, torch.Tensor]:
+    """The task's tensors saved with the checkpoint at `path` (empty if it has none)."""
+    f = path / TASK_STATE_FILE
+    return load_file(str(f)) if f.is_file() else {}
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> dict[str, Any]:

@@ -20,7 +20,14 @@ from transformers import HfArgumentParser
 from babymm.checkpoint import parse_milestones
 from babymm.models import DEFAULT_PRESET, MODEL_TYPES, PRESETS, DecoderConfig, model_class
 from babymm.models.vision import VisionConfig
-from babymm.tasks import LMLossArguments, task_for
+from babymm.tasks import (
+    ContrastiveLossArguments,
+    LMLossArguments,
+    loss_problems,
+    model_problems,
+    recipe_defaults,
+    task_for,
+)
 from babymm.training import stage_warmup
 
 DEFAULT_DATA_DIR = "data/world"
@@ -138,6 +145,11 @@ class RunConfig:
                 "loss": dataclasses.asdict(self.loss), "train": dataclasses.asdict(self.train)}
 
 
+    def _loss_numbers(self) -> list[tuple[str, float]]:
+        """The loss section's numeric flags (weights, rates, sizes), which must not be negative."""
+        return [(k, v) for k, v in dataclasses.asdict(self.loss).items()
+                if isinstance(v, int | float) and not isinstance(v, bool)]
+
     def problems(self, num_processes: int) -> list[str]:
         """Everything wrong with this configuration for `num_processes` processes, one line each,
         found before any work is done. Empty when the run can start."""
@@ -153,8 +165,7 @@ class RunConfig:
                             ("multimodal_steps", t.multimodal_steps or 0), ("eval_steps", t.eval_steps),
                             ("checkpointing_steps", t.checkpointing_steps), ("save_total_limit", t.save_total_limit),
                             ("skip_nonfinite", t.skip_nonfinite), ("num_threads", t.num_threads),
-                            ("dataloader_num_workers", t.dataloader_num_workers),
-                            *dataclasses.asdict(self.loss).items()]:
+                            ("dataloader_num_workers", t.dataloader_num_workers), *self._loss_numbers()]:
             need(value >= 0, f"--{name} {value} is negative")
         for name, value in [("batch_size", t.batch_size), ("text_batch_size", t.text_batch_size),
                             ("logging_steps", t.logging_steps), ("max_grad_norm", t.max_grad_norm),
@@ -177,7 +188,9 @@ class RunConfig:
              "that overflow, which this loop would count as trained or stop on as non-finite; use bf16 (CPUs, "
              "A100/H100) or no")
         need(t.mixed_precision in ("no", "bf16", "fp16"), f"--mixed_precision {t.mixed_precision!r}: use no or bf16")
-        if all(v >= 0 for v in dataclasses.asdict(self.loss).values()):
+        if isinstance(self.loss, ContrastiveLossArguments):  # the recipe's rules, alone and against the model
+            found += loss_problems(self.loss) + model_problems(self.loss, self.model)
+        if all(v >= 0 for _, v in self._loss_numbers()) and not found:
             try:  # the loss weights' own rules (a stage 2 that reads no captions is refused)
                 task_for(model_class(self.model_type))(self.loss)
             except ValueError as e:
@@ -239,9 +252,11 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     pre.add_argument("--config", type=Path)
     pre.add_argument("--model_type")
     pre.add_argument("--preset")
+    pre.add_argument("--loss")
     known, _ = pre.parse_known_args(argv)
     from_file = _read_config_file(known.config) if known.config is not None else {}
     file_type, file_preset = from_file.pop("model_type", None), from_file.pop("preset", None)
+    recipe = known.loss or from_file.get("loss")
     model_type = known.model_type or file_type or "git"
     preset = known.preset or file_preset or DEFAULT_PRESET
     try:
@@ -259,6 +274,11 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
                         help="Size defaults: tiny (tests), small (CPU), base (BabyLM baselines' scale).")
     dests = {a.dest for a in parser._actions}
     parser.set_defaults(**{k: v for k, v in PRESETS[preset].items() if k in dests})
+    if recipe is not None and "loss" in dests:  # the recipe's weights and flags, under the file's and the flags'
+        try:
+            parser.set_defaults(**recipe_defaults(recipe))
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
     if not model_cls.has_vision:
         parser.set_defaults(eval_steps=0)  # no image embeddings to probe
     unknown = sorted(set(from_file) - dests)

@@ -41,9 +41,11 @@ from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set
 from tqdm.auto import tqdm
 
 from babymm.checkpoint import (
+    CheckpointError,
     crossed,
     latest_checkpoint,
     load_checkpoint,
+    load_task_state,
     parse_milestones,
     read_checkpoint_state,
     save_checkpoint,
@@ -59,7 +61,7 @@ from babymm.models import BabyModel, build_model, model_class, save_model
 from babymm.models.saving import move_into
 from babymm.models.vision import PIXEL_ENCODERS, VisionConfig
 from babymm.speed import compile_blocks, measure_matmul_peak
-from babymm.tasks import TextPretraining, task_for
+from babymm.tasks import TextPretraining, ViewMaker, task_for, with_views
 from babymm.tokenizer import load_tokenizer, word_starts
 from babymm.training import (
     MetricsLog,
@@ -370,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         fractions = read_json(curriculum_dir / "manifest.json").get("stage_fractions")
         cap = step_loader(captions, order, pacing_function(spec.pacing, fractions), t.multimodal_steps, t.batch_size,
                           t.seed + 2, accelerator, start, **loading)
+        cap = with_views(cap, ViewMaker.for_task(task, tokenizer, cfg.data.max_caption_tokens, t.seed + 4,
+                                                 accelerator.process_index), start)
         if not task.uses_text:  # --text_weight 0: no text batch is read, and none of its words counted
             return cap
         txt = step_loader(text, text_order, everything, t.multimodal_steps, t.text_batch_size, t.seed + 3,
@@ -400,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             accelerator.wait_for_everyone()
         if t.checkpointing_steps and (st.step % t.checkpointing_steps == 0 or st.step == total_steps):
             save_checkpoint(accelerator, out, st.step, {"train_state": st.state_dict(), "metrics_bytes": log.size()},
-                            t.save_total_limit)
+                            t.save_total_limit, tensors=task.state_dict() if st.stage == "multimodal" else None)
 
     first = [s[0] for s in stages].index(saved["train_state"]["stage"]) if saved else 0
     curriculum_dir = prepared.curriculum
@@ -414,11 +418,16 @@ def main(argv: list[str] | None = None) -> int:
 
             def resume() -> None:
                 state.load_state_dict(load_checkpoint(accelerator, ckpt)["train_state"])
+                if state.stage == "multimodal":
+                    try:
+                        task.load_state_dict(load_task_state(ckpt))
+                    except ValueError as e:
+                        raise CheckpointError(f"{ckpt}: {e}") from None
 
             run_stage(state, name, accelerator, module, steps, batches, stage_task, t, log, probe=stage_probe,
                       resume=resume if saved and i == first else None, end_of_step=end_of_step,
                       peak_flops=speed["matmul_peak_tflops"] * 1e12)
-    except NonFiniteError as e:
+    except (NonFiniteError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -8,12 +8,13 @@ The YAML config names the grid's axes and what every run shares:
     model_type: [git, flamingo, coca, text]   # babymm model types
     curriculum: [length, random]              # names of curricula/*.yaml
     text_pretrain: [true, matched]            # matched (or false), unmatched: --text_pretrain_steps 0
-    loss: [cua, clip]                         # cua: default weights; clip: --uniform_weight 0 --align_weight 0
+    loss: [cua, clip]                         # --loss recipes (clip cua cuaxu siglip declip), or cua_aug
     word_budget: [null, 250000]               # null: the data as it is
     seed: [0, 1, 2]
     train_flags: {preset: tiny, multimodal_steps: 300}   # train.py flags for every run
     data_dir: data/world                      # default; relative paths are from the repository root
     launch: {num_processes: 1, num_cpu_threads_per_process: <nproc>, mixed_precision: "no"}
+    plot_scores: [BLiMP, Winoground, arithmetic]   # optional: the plots' panels (eval.run.SUMMARY columns)
 
 Every axis is a non-empty list. The runs are the Cartesian product of the axes, except that a
 type without a contrastive loss (`text`) has no loss axis: it runs once per remaining
@@ -101,11 +102,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "sweeps" / "default.yaml"
 DEFAULT_DATA_DIR = "data/world"
 AXES = ("model_type", "curriculum", "text_pretrain", "loss", "word_budget", "seed")
-KEYS = (*AXES, "train_flags", "data_dir", "launch")
-LOSSES: dict[str, list[str]] = {
-    "cua": [],  # the default weights: L_CLIP + L_Uniform + L_Align
-    "clip": ["--uniform_weight", "0", "--align_weight", "0"],
-}
+KEYS = (*AXES, "train_flags", "data_dir", "launch", "plot_scores")
+# the loss axis: train.py's --loss recipes and the study's variants (babymm.tasks.loss_flags; named
+# here so that a config is checked without importing torch)
+LOSSES = ("clip", "cua", "cuaxu", "siglip", "declip", "cua_aug")
+LOSS_LABELS = {"clip": "plain CLIP", "cua": "CLIP + uniformity + alignment (the default)",
+               "cuaxu": "CUA + cross-modal uniformity", "siglip": "SigLIP's sigmoid loss",
+               "declip": "DeCLIP's multi-view CLIP 0.4 + nearest-neighbour 0.2 + SimSiam 0.2",
+               "cua_aug": "CUA with image augmentation (moco), EDA caption views 0.1 and label smoothing 0.1"}
 NO_LOSS = "none"  # the loss recorded for a type without a contrastive loss
 LAUNCH_DEFAULTS: dict[str, Any] = {"num_processes": 1, "num_cpu_threads_per_process": None, "mixed_precision": "no"}
 MIXED_PRECISION = ("no", "bf16")  # what train.py's Accelerator accepts here
@@ -113,7 +117,10 @@ MIXED_PRECISION = ("no", "bf16")  # what train.py's Accelerator accepts here
 SET_BY_SWEEP = {
     "model_type": "the model_type axis", "curriculum": "the curriculum axis", "seed": "the seed axis",
     "word_budget": "the word_budget axis", "data_dir": "the top-level data_dir key",
-    "uniform_weight": "the loss axis", "align_weight": "the loss axis",
+    **{k: "the loss axis" for k in ("loss", "clip_weight", "uniform_weight", "align_weight", "xuniform_weight",
+                                    "siglip_weight", "nn_weight", "simsiam_weight", "image_augment",
+                                    "caption_augment", "label_smoothing", "image_views", "logit_bias",
+                                    "simsiam_dim")},
     "output_dir": "the sweep (--out)", "overwrite_output_dir": "the sweep", "config": "the sweep",
     "resume_from_checkpoint": "the sweep (it resumes a partial run)",
     "num_threads": "launch.num_cpu_threads_per_process", "mixed_precision": "launch.mixed_precision",
@@ -207,6 +214,7 @@ class Sweep:
     source: str  # the config file, for messages
     flags_of: dict[str, set[str]] = field(default_factory=dict)  # model type -> its train.py flags
     plans: dict[tuple[str, str, str], TextPlan | None] = field(default_factory=dict, repr=False)  # text_plan's
+    plot_scores: tuple[str, ...] = MAIN_SCORES  # the plots' panels: columns of the tables
 
     def run_data_dir(self, run: Run) -> Path:
         if run.word_budget is None or not is_builtin_world(self.data_dir):
@@ -226,7 +234,10 @@ class Sweep:
             argv += ["--text_pretrain_steps", "0"]
         if run.text_pretrain == MATCHED:  # stage 1's text, mixed into stage 2
             argv += ["--text_batch_size", str(self.text_plan(run).stage2_batch)]
-        argv += LOSSES.get(run.loss, [])
+        if run.loss != NO_LOSS:
+            from babymm.tasks import loss_flags
+
+            argv += loss_flags(run.loss)
         argv += ["--num_threads", str(self.launch["num_cpu_threads_per_process"]),
                  "--mixed_precision", self.launch["mixed_precision"],
                  "--output_dir", str(run_dir)]
@@ -407,8 +418,13 @@ def load_config(path: Path, seeds: list[int] | None = None, overrides: list[str]
         raise ConfigError(f"{src}: train_flags: must be a mapping of train.py flags to values")
     if "preset" in flags and flags["preset"] not in PRESETS:
         raise ConfigError(f"{src}: train_flags.preset: {flags['preset']!r} unknown; use one of {sorted(PRESETS)}")
+    from eval.run import SUMMARY
+
+    plot_scores = raw.get("plot_scores", list(MAIN_SCORES))
+    if not isinstance(plot_scores, list) or not plot_scores or any(s not in SUMMARY for s in plot_scores):
+        raise ConfigError(f"{src}: plot_scores: {plot_scores!r}; give a list of table columns from {list(SUMMARY)}")
     sweep = Sweep(axes, dict(flags), data_dir, launch, src,
-                  {mt: type_flags(mt) for mt in axes["model_type"]})
+                  {mt: type_flags(mt) for mt in axes["model_type"]}, plot_scores=tuple(plot_scores))
     for k, v in flags.items():
         if k in SET_BY_SWEEP:
             raise ConfigError(f"{src}: train_flags.{k}: set by {SET_BY_SWEEP[k]}, not train_flags")
@@ -502,6 +518,8 @@ def config_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list
     for section in sorted(set(stored) | set(expected)):
         a, b = stored.get(section) or {}, expected.get(section) or {}
         for k in sorted(set(a) | set(b)):
+            if section == "loss" and k == "loss" and k not in a:
+                continue  # a run made before recipe names: its weights say which it was
             was = a[k] if k in a else defaults.get(section, {}).get(k, a.get(k))
             if k not in NOT_A_CONDITION and was != b.get(k):
                 diffs.append(f"{k} {a.get(k)!r} (now {b.get(k)!r})")
@@ -686,8 +704,8 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
         "Shared by every run: " + (", ".join(f"{k}={v}" for k, v in shared.items()) or "nothing else") + "; "
         "train flags: " + (" ".join(f"--{k} {flag_value(v)}" for k, v in sweep.train_flags.items()) or "defaults")
         + ".",
-        "Loss: cua = CLIP + uniformity + alignment (default weights), clip = plain CLIP, none = the text type "
-        "(no contrastive loss).",
+        "Loss: " + "; ".join(f"{k} = {LOSS_LABELS[k]}" for k in dict.fromkeys(table["loss"]) if k in LOSS_LABELS)
+        + (f"; {NO_LOSS} = the text type (no contrastive loss)" if NO_LOSS in set(table["loss"]) else "") + ".",
         *([f"Text pretraining (text_pretrain; runs.csv: text_blocks planned, words_seen counted): {'; '.join(known)}."]
           if (known := list(dict.fromkeys(p.describe() for p in plans.values() if p is not None))) else []),
         f"Machine: tables made on {describe(environment())}; runs trained on: {trained_on(out, finished)}.",
@@ -697,7 +715,7 @@ def collect(sweep: Sweep, runs: list[Run], out: Path, expected: dict[str, dict[s
     write_text_atomic(written[-1], "\n".join(header) + "\n" + condition_table(agg, chance) + "\n")
 
     png = out / "by_model_type.png"
-    if plot_by_model_type(table, varying, chance, png):
+    if plot_by_model_type(table, varying, chance, png, sweep.plot_scores):
         written.append(png)
     budgets = {r.word_budget for r in finished}
     png = out / "by_word_budget.png"
@@ -764,11 +782,12 @@ def _save(plt, fig, ax0, path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-def plot_by_model_type(table, varying: list[str], chance: dict[str, float], path: Path) -> bool:
-    """A panel per main score: bars per model type (and other varying settings) grouped by curriculum."""
+def plot_by_model_type(table, varying: list[str], chance: dict[str, float], path: Path,
+                       plot_scores: tuple[str, ...] = MAIN_SCORES) -> bool:
+    """A panel per score: bars per model type (and other varying settings) grouped by curriculum."""
     import numpy as np
 
-    scores = [s for s in MAIN_SCORES if s in table.columns and table[s].notna().any()]
+    scores = [s for s in plot_scores if s in table.columns and table[s].notna().any()]
     if not scores:
         return False
     series_cols = ["model_type", *[c for c in varying if c not in ("model_type", "curriculum")]]
@@ -789,7 +808,7 @@ def plot_by_model_type(table, varying: list[str], chance: dict[str, float], path
             ax.axhline(chance[score], color="k", ls="--", lw=0.8)
         ax.set_xticks(np.arange(len(groups)), groups)
         ax.set_title(score, fontsize=10)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, max(1.0, float(np.nanmax(table[score].to_numpy(dtype=float)))))  # centroid distance: 0..2
     axes[0].set_ylabel("score (± 1 s.d. over seeds)")
     _save(plt, fig, axes[0], path, "by model type and curriculum; dashed: chance; seeds per bar: "
           f"{sorted(set(t.groupby(['curriculum', '_series']).size()))}")
@@ -798,7 +817,7 @@ def plot_by_model_type(table, varying: list[str], chance: dict[str, float], path
 
 def plot_by_word_budget(sweep: Sweep, table, varying: list[str], chance: dict[str, float], path: Path) -> bool:
     """A panel per main score: mean ± s.d. over seeds against the word budget, a line per model type."""
-    scores = [s for s in MAIN_SCORES if s in table.columns and table[s].notna().any()]
+    scores = [s for s in sweep.plot_scores if s in table.columns and table[s].notna().any()]
     t = table.copy()
     as_is = None  # the budget of "the data as it is", when that is a world that says it
     if (sweep.data_dir / "world.json").exists():

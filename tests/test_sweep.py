@@ -51,11 +51,11 @@ def test_dry_run_lists_grid_with_text_once_per_condition(tiny_world, tmp_path, c
     assert sorted(text) == sorted(f"text-{c}-pre-none-s{s}" for c in ("length", "random") for s in (0, 1, 2))
     assert {r.split("-")[3] for r in runs if not r.startswith("text-")} == {"cua", "clip"}
     assert "git-random-pre-clip-s2" in runs
-    # the clip runs get plain-CLIP weights; text gets no loss weight flags at all
+    # each loss is train.py's recipe by name; text gets no loss flag at all
     cmd = {r: ln for r, ln in zip(runs, [ln for ln in lines if ln.startswith("    train.py")], strict=True)}
-    assert "--uniform_weight 0 --align_weight 0" in cmd["coca-length-pre-clip-s0"]
+    assert "--loss clip " in cmd["coca-length-pre-clip-s0"] and "--loss cua " in cmd["coca-length-pre-cua-s0"]
     assert "--uniform_weight" not in cmd["coca-length-pre-cua-s0"]
-    assert "--uniform_weight" not in cmd["text-length-pre-none-s0"] and "--eval_steps" not in cmd["text-length-pre-none-s0"]
+    assert "--loss" not in cmd["text-length-pre-none-s0"] and "--eval_steps" not in cmd["text-length-pre-none-s0"]
     assert not out.exists()  # nothing ran
 
 
@@ -86,7 +86,7 @@ BAD = [
     ({"model_type": ["git", "vit"]}, "model_type"),
     ({"curriculum": ["length", "hardest_first"]}, "curriculum"),
     ({"seed": []}, "seed"),
-    ({"loss": ["cuaxu"]}, "loss"),
+    ({"loss": ["cuax"]}, "loss"),
     ({"text_pretrain": ["yes"]}, "text_pretrain"),
     ({"text_pretrain": [True, "sometimes"]}, "text_pretrain"),
     ({"text_pretrain": [False, "matched"]}, "text_pretrain"),  # the same condition twice

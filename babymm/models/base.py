@@ -112,12 +112,43 @@ class VisionLanguageConfig(DecoderConfig, VisionConfig):
     temperature: float = field(default=0.07, metadata={"help": "Initial softmax temperature of the CLIP loss."})
     learn_temperature: bool = field(default=True, metadata={
         "help": "Learn the logit scale (clamped at 100) or keep it fixed."})
+    logit_bias: float | None = field(default=None, metadata={
+        "help": "Initial value of the learned bias SigLIP adds to every image-text logit (its paper: -10, set by "
+                "--loss siglip); only the SigLIP term reads it. Default: no bias parameter."})
+    simsiam_dim: int = field(default=0, metadata={
+        "help": "Width of the SimSiam projector and predictor on the pooled vision tokens (DeCLIP's image "
+                "self-supervision; --loss declip sets it to 128); 0: no such heads."})
 
     def check(self) -> None:
         super().check()
         self.check_vision()
         if not 1.0 / MAX_LOGIT_SCALE <= self.temperature:
             raise ValueError(f"--temperature {self.temperature} is below 1/{MAX_LOGIT_SCALE:g}, the logit-scale clamp")
+        if self.simsiam_dim < 0 or self.simsiam_dim % 4:
+            raise ValueError(f"--simsiam_dim {self.simsiam_dim} must be 0 or a positive multiple of 4 (the "
+                             "predictor's bottleneck is a quarter of it)")
+
+
+class SimSiamHead(nn.Module):
+    """SimSiam's projector (3 linear layers, batch norm after each, ReLU after the first two) and
+    predictor (a bottleneck MLP, a quarter as wide), as DeCLIP applies them to its image encoder's
+    pooled output. Batch statistics are each process's own batch (no SyncBatchNorm: it has no CPU
+    path); the head only shapes training, nothing downstream reads it."""
+
+    def __init__(self, width: int, dim: int):
+        super().__init__()
+        self.projector = nn.Sequential(
+            nn.Linear(width, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, affine=False))
+        self.predictor = nn.Sequential(
+            nn.Linear(dim, dim // 4, bias=False), nn.BatchNorm1d(dim // 4), nn.ReLU(inplace=True),
+            nn.Linear(dim // 4, dim))
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled vision tokens [B, W] -> (projection z, prediction p), each [B, dim]."""
+        z = self.projector(pooled)
+        return z, self.predictor(z)
 
 
 def lm_targets(mask: torch.Tensor) -> torch.Tensor:
@@ -237,6 +268,10 @@ class VisionLanguageModel(BabyModel):
             self.log_logit_scale = nn.Parameter(init)
         else:
             self.register_buffer("log_logit_scale", init)
+        if config.logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.logit_bias)))
+        if config.simsiam_dim:
+            self.simsiam = SimSiamHead(config.vision_width, config.simsiam_dim)
 
     @property
     def num_image_tokens(self) -> int:
@@ -294,11 +329,19 @@ class VisionLanguageModel(BabyModel):
                 images: torch.Tensor | None = None, text_input_ids: torch.Tensor | None = None,
                 text_attention_mask: torch.Tensor | None = None, caption_items: float | None = None,
                 text_items: float | None = None, captioning: bool = True,
-                embeddings: bool = True) -> dict[str, torch.Tensor]:
-        """Also returns both embeddings and the logit scale, so the contrastive loss is computed
-        outside (where features are gathered across processes) without unwrapping the model.
-        `captioning=False` skips the captioning pass and `embeddings=False` the contrastive
-        embeddings, for a task whose weight on them is 0 (a term that is not trained is not run)."""
+                embeddings: bool = True, image_view: torch.Tensor | None = None,
+                view_input_ids: torch.Tensor | None = None, view_attention_mask: torch.Tensor | None = None,
+                simsiam: bool = False) -> dict[str, torch.Tensor]:
+        """Also returns both embeddings and the logit scale (and bias), so the contrastive loss is
+        computed outside (where features are gathered across processes) without unwrapping the
+        model. `captioning=False` skips the captioning pass and `embeddings=False` the contrastive
+        embeddings, for a task whose weight on them is 0 (a term that is not trained is not run).
+
+        Second views, for DeCLIP's multi-view supervision, in the same call so that data-parallel
+        wrappers see every use of the parameters: `image_view` (another view of `images`) gives
+        `image_view_embeds`, and with `simsiam` both views' SimSiam projections and predictions
+        (`simsiam_z`, `simsiam_p`: [2, B, dim]); `view_input_ids`/`view_attention_mask` (another
+        view of the captions) give `text_view_embeds`."""
         if input_ids is None:  # the text batch alone: stage 1 under FSDP, which runs it through the root
             return {"text_loss": self.text_loss(text_input_ids, text_attention_mask, text_items)}
         if not (captioning or embeddings):
@@ -316,6 +359,19 @@ class VisionLanguageModel(BabyModel):
         if embeddings:
             out["image_embeds"] = self.embed_images(image_tokens=image_tokens)
             out["logit_scale"] = self.logit_scale
+            if hasattr(self, "logit_bias"):
+                out["logit_bias"] = self.logit_bias.reshape(())  # held [1] under FSDP
+        if image_view is not None:
+            view_tokens = self.vision(image_view)
+            out["image_view_embeds"] = self.embed_images(image_tokens=view_tokens)
+            if simsiam:
+                # each view through the head alone, as SimSiam does: batch norm sees one view's batch
+                (z1, p1), (z2, p2) = self.simsiam(image_tokens.mean(dim=1)), self.simsiam(view_tokens.mean(dim=1))
+                out["simsiam_z"], out["simsiam_p"] = torch.stack([z1, z2]), torch.stack([p1, p2])
+        elif simsiam:
+            raise ValueError("SimSiam needs a second image view (image_view)")
+        if view_input_ids is not None:
+            out["text_view_embeds"] = self.embed_texts(view_input_ids, view_attention_mask)
         if text_input_ids is not None:
             out["text_loss"] = self.text_loss(text_input_ids, text_attention_mask, text_items)
         return out
