@@ -79,6 +79,11 @@ def _world_for(data_dir: Path, word_budget: int | None, image_size: int, build_w
         world.generate_world(data_dir, word_budget=old["word_budget"], seed=old["seed"],
                              image_size=old["image_size"], caption_fraction=old["caption_fraction"],
                              eval_scale=old.get("eval_scale", 1.0))
+    elif build_world and "arithmetic" not in (saved := json.loads(manifest.read_text())).get("eval", {}):
+        old = saved["params"]  # made before the arithmetic set: it is added, nothing else is touched
+        world.generate_world(data_dir, word_budget=old["word_budget"], seed=old["seed"],
+                             image_size=old["image_size"], caption_fraction=old["caption_fraction"],
+                             eval_scale=old.get("eval_scale", 1.0))
 
 
 def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: int | None = None,

@@ -4,9 +4,9 @@
 
 Writes BabyLM-format data (text `.train` files, a captions jsonl with PNG images, and eval
 sets in the formats of BLiMP, EWoK, Winoground and VQA, plus zero-shot classification of
-one-object images) so that the rest of the pipeline has one path for the built-in world and
-real data. Winoground and VQA are written twice, with the same items and image bytes: in
-babymm's layout (`eval/winoground`, `eval/vqa`) and in the official BabyLM 2025 pipeline's
+one-object images and SIMAT-style multimodal arithmetic, `_write_arithmetic`) so that the
+rest of the pipeline has one path for the built-in world and real data. Winoground and VQA
+are written twice, with the same items and image bytes: in babymm's layout (`eval/winoground`, `eval/vqa`) and in the official BabyLM 2025 pipeline's
 (`eval/babylm2025/{winoground,vqa}`: its jsonl fields, and an `images/` dataset that
 `datasets.load_dataset(dir, split="test")` opens offline), so the official pipeline can score a
 run on the very items babymm scores it on. Captions are graded from one attribute ("a red
@@ -79,7 +79,8 @@ HELDOUT_COUNT = 8
 # Winoground rows, two per item, one per image, so it stays even); at 1,000 items the 95% CI
 # half-width of an accuracy near 0.6 is about 3 points
 EVAL_SIZES = {"blimp": 300, "ewok": 300, "winoground": 1000, "vqa": 1000, "captions": 1000, "zeroshot": 400,
-              "devbench_vocab": 60, "devbench_trog": 60, "devbench_things": 40}  # DevBench: trials / images
+              "devbench_vocab": 60, "devbench_trog": 60, "devbench_things": 40,  # DevBench: trials / images
+              "arithmetic": 400}  # transformations, two images each (the retrieval database: 800 images)
 MIN_EVAL_ITEMS = 10
 MAX_EVAL_SCALE = 4.0
 OFFICIAL_DIR = "babylm2025"  # eval/<this>/: Winoground and VQA in the official 2025 pipeline's layout
@@ -859,6 +860,8 @@ def generate_world(out_dir: str | Path, word_budget: int = DEFAULT_BUDGET, seed:
     if not overwrite and manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old.get("params") == params:
+            if "arithmetic" not in old.get("eval", {}):  # written before the set existed: add it alone
+                old = _add_arithmetic(out_dir, old, seed, image_size, eval_sizes(eval_scale)["arithmetic"])
             log("world", f"{out_dir} is up to date ({word_budget:,} words, seed {seed})")
             return old
     heldout = choose_heldout(seed)
@@ -871,13 +874,15 @@ def generate_world(out_dir: str | Path, word_budget: int = DEFAULT_BUDGET, seed:
         held = {"winoground": _write_winoground(w, tmp, seed, image_size, sizes["winoground"]),
                 "vqa": _write_vqa(w, tmp, seed, image_size, sizes["vqa"]),
                 "captions": _write_heldout_captions(w, tmp, seed, image_size, sizes["captions"]),
-                "zeroshot": _write_zeroshot(w, tmp, seed, image_size, sizes["zeroshot"])}
+                "zeroshot": _write_zeroshot(w, tmp, seed, image_size, sizes["zeroshot"]),
+                "arithmetic": _write_arithmetic(w, tmp / "eval" / "arithmetic", seed, image_size,
+                                                sizes["arithmetic"])}
         from data_prep.devbench_world import write_devbench_sets  # it imports this module
 
         devbench = {f"n_{k}": sizes[f"devbench_{k}"] for k in ("vocab", "trog", "things")}
         write_devbench_sets(tmp / "eval" / "devbench", seed, image_size, **devbench)
         counts["devbench"] = devbench
-        counts.update({k: sizes[k] for k in ("winoground", "vqa", "captions")})
+        counts.update({k: sizes[k] for k in ("winoground", "vqa", "captions", "arithmetic")})
         counts["zeroshot"] = {attr: sizes["zeroshot"] for attr in ZEROSHOT}
         log("world", "eval sets: " + ", ".join(
             f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in counts.items()))
@@ -885,19 +890,44 @@ def generate_world(out_dir: str | Path, word_budget: int = DEFAULT_BUDGET, seed:
         log("world", f"text: {sum(text_words.values()):,} words in {len(text_words)} files")
         caption_words, n_images, levels = _write_captions(w, tmp, seed, image_size,
                                                           int(word_budget * caption_fraction))
-        digest = hashlib.sha256()
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file():
-                digest.update(str(p.relative_to(tmp)).encode() + hashlib.sha256(p.read_bytes()).digest())
         manifest = {
             "params": params, "heldout_compositions": sorted(f"{c} {s}" for c, s in heldout),
             "text_words": text_words, "caption_words": caption_words,
             "total_words": sum(text_words.values()) + caption_words, "train_images": n_images,
             "caption_levels": levels, "eval": counts, "eval_heldout_composition": held,
-            "sha256": digest.hexdigest(),
+            "sha256": _world_digest(tmp),
         }
         write_json_atomic(tmp / "world.json", manifest)
     log("world", f"{manifest['total_words']:,} words ({caption_words:,} in {n_images:,} captions) -> {out_dir}")
+    return manifest
+
+
+WORLD_PARTS = ("captions", "eval", "images", "text")  # what the world writes, beside world.json
+
+
+def _world_digest(root: Path) -> str:
+    """sha256 over the world's files (each file's path and content hash, in path order): those
+    under `WORLD_PARTS`, so neither world.json nor what the pipeline adds (`prepared/`) counts."""
+    digest = hashlib.sha256()
+    for p in sorted(f for part in WORLD_PARTS for f in (root / part).rglob("*")):
+        if p.is_file():
+            digest.update(str(p.relative_to(root)).encode() + hashlib.sha256(p.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _add_arithmetic(out_dir: Path, manifest: dict, seed: int, image_size: int, n: int) -> dict:
+    """Give a world written before the arithmetic set existed that set alone: `eval/arithmetic`
+    appears whole (built aside, swapped in), nothing else is touched (training files keep their
+    bytes and modification times, so no prepared stage is redone), and the manifest gains the
+    set's counts and the new digest: the same manifest a fresh world of these parameters has."""
+    log("world", f"{out_dir}: adding the arithmetic eval set, which this world predates; the rest stays as it is")
+    w = World(choose_heldout(seed))
+    with atomic_dir(out_dir / "eval" / "arithmetic") as tmp:
+        held = _write_arithmetic(w, tmp, seed, image_size, n)
+    manifest = {**manifest, "eval": {**manifest["eval"], "arithmetic": n},
+                "eval_heldout_composition": {**manifest["eval_heldout_composition"], "arithmetic": held}}
+    manifest["sha256"] = _world_digest(out_dir)
+    write_json_atomic(out_dir / "world.json", manifest)
     return manifest
 
 
@@ -1046,6 +1076,70 @@ def _write_zeroshot(w: World, root: Path, seed: int, size: int, n: int) -> dict[
         _write_jsonl(root / "eval" / "zeroshot" / f"{attr}.jsonl", rows)
         held[attr] = sum(r["heldout_composition"] for r in rows)
     return held
+
+
+ARITHMETIC_KINDS = {"color": 0, "shape": 1}  # the attribute an item swaps (in turn): its place in a (colour, shape) pair
+
+
+def arithmetic_pair(w: World, rng: random.Random, kind: str, heldout: bool) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(source, target) (colour, shape) pairs that differ in `kind` only. With `heldout` the
+    target is a held-out composition (every shape has one; so does its colour), made from an
+    allowed source: "red circle" + (star - circle) -> "red star", never seen in training.
+    Otherwise both are allowed compositions."""
+    i = ARITHMETIC_KINDS[kind]
+
+    def swaps(pair: tuple[str, str]) -> list[tuple[str, str]]:  # allowed pairs that differ from `pair` at i only
+        return [p for p in w.allowed if p[1 - i] == pair[1 - i] and p[i] != pair[i]]
+
+    if heldout:
+        target = rng.choice(sorted(w.heldout))
+        return rng.choice(swaps(target)), target
+    source = rng.choice(w.allowed)
+    return source, rng.choice(swaps(source))
+
+
+def _write_arithmetic(w: World, out: Path, seed: int, size: int, n: int) -> int:
+    """SIMAT-style multimodal arithmetic (Couairon et al. 2021, facebookresearch/SIMAT) in
+    `out` (`eval/arithmetic`): `arithmetic.jsonl`, one transformation a line, and `images/`.
+
+    Item i swaps the colour (even i: "red" -> "blue") or the shape (odd i: "circle" -> "star")
+    of a one-object scene: `source` shows `source_caption` ("a red circle"), `target` shows
+    `target_caption` ("a blue circle"), the source with `old` replaced by `new`, known by
+    construction. The target's size and grid cell are drawn afresh, as SIMAT's targets are other
+    photographs showing the changed triple: a model that matches layout rather than content
+    gains nothing from it. A quarter of the items (i // 2 % 4 == 1) have a held-out composition
+    as their target (`heldout_composition`); sources are always seen compositions.
+
+    The retrieval database is every image of the set, sources and targets, as SIMAT retrieves
+    among all its images (its eval.py stacks every triplets.csv image) minus the query's own;
+    a retrieved image counts if it shows the target description (SIMAT: if OSCAR judges it to
+    show the target caption), so any "blue circle" of the set is right, whatever its size.
+
+    The delta's texts are `old` and `new`, the words alone ("red", "blue"), because SIMAT embeds
+    the words alone (its encode.py tokenizes the bare words of transfos.csv's value and target
+    columns) and subtracts their normalised text embeddings; the captions are there to read.
+    Its own `random.Random("arithmetic-{seed}")`, so no other set changes, and a smaller
+    `eval_scale` writes a prefix. Returns how many items have a held-out target."""
+    rng = random.Random(f"arithmetic-{seed}")
+    kinds = list(ARITHMETIC_KINDS)
+    rows = []
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        heldout = (i // len(kinds)) % 4 == 1
+        (c0, s0), (c1, s1) = arithmetic_pair(w, rng, kind, heldout)
+        src = Obj(s0, c0, rng.choice(SIZES), rng.randrange(2), rng.randrange(2))
+        tgt = Obj(s1, c1, rng.choice(SIZES), rng.randrange(2), rng.randrange(2))
+        old, new = (c0, c1) if kind == "color" else (s0, s1)
+        item = f"arith_{i:05d}"
+        row = {"id": item, "kind": kind, "old": old, "new": new,
+               "source": f"images/{item}_src.png", "source_caption": with_article(src.name),
+               "target": f"images/{item}_tgt.png", "target_caption": with_article(tgt.name),
+               "heldout_composition": w.is_heldout(tgt)}
+        _save_png(out / row["source"], render([src], size, rng))
+        _save_png(out / row["target"], render([tgt], size, rng))
+        rows.append(row)
+    _write_jsonl(out / "arithmetic.jsonl", rows)
+    return sum(r["heldout_composition"] for r in rows)
 
 
 def _write_text(w: World, root: Path, seed: int, budget: int, exclude: set[str]) -> dict[str, int]:

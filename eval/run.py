@@ -13,7 +13,9 @@ recorded in each task's entry), ranked by the official rule (`acc`) and the stri
 `results.json` is rewritten after each task, so it always holds what was scored. Every
 accuracy comes with its 95% interval; per-item predictions go to `predictions/<task>.jsonl`.
 DevBench is scored through the exported checkpoint as the official wrapper scores it, on the
-data's eval/devbench or `--devbench_dir`. `--submission` writes the BabyLM 2024 predictions file
+data's eval/devbench or `--devbench_dir`. Multimodal arithmetic (`arithmetic`) is scored as SIMAT
+scores it (`eval.arithmetic`), on the data's eval/arithmetic or SIMAT's own files (`--simat_dir`).
+`--submission` writes the BabyLM 2024 predictions file
 `submission.json.gz` and, under the 2025 protocol, the 2025 pipeline's results tree
 (`babylm2025_results/`, `write_submission_2025`) for the final model or milestone.
 """
@@ -41,7 +43,7 @@ import torch
 from babymm.data import caption_max_tokens
 from babymm.files import write_json_atomic, write_text_atomic
 from babymm.tokenizer import load_tokenizer
-from eval import multimodal
+from eval import arithmetic, multimodal
 from eval.multimodal import Records, TaskSkipped
 
 # name in the summary table -> (section, key); accuracies also get their 95% interval
@@ -61,6 +63,8 @@ SUMMARY = {
     "THINGS RSA": ("devbench", "sem-things/rsa"),
     "zero-shot (emb)": ("zeroshot", "acc_embedding"),
     "zero-shot (LL)": ("zeroshot", "acc_likelihood"),
+    "arithmetic": ("arithmetic", "accuracy"),
+    "arithmetic (no delta)": ("arithmetic", "no_delta"),
     "R@1 i->t": ("embeddings", "i2t_r1"),
     "R@1 t->i": ("embeddings", "t2i_r1"),
     "centroid dist": ("embeddings", "centroid_distance"),
@@ -72,6 +76,7 @@ CHANCE: dict[str, float | tuple[str, str]] = {
     "BLiMP": 0.5, "BLiMP supp.": 0.5, "EWoK": 0.5, "Winoground": 0.5, "Winoground (strict)": 0.5,
     "VQA": 0.125, "VQA (strict)": 0.125,
     "zero-shot (emb)": ("zeroshot", "chance"), "zero-shot (LL)": ("zeroshot", "chance"),
+    "arithmetic": ("arithmetic", "chance"), "arithmetic (no delta)": ("arithmetic", "chance"),
     "R@1 i->t": ("embeddings", "i2t_r1_chance"), "R@1 t->i": ("embeddings", "t2i_r1_chance"),
     "separability": 0.5,
 }
@@ -80,10 +85,12 @@ TaskFn = Callable[[], tuple[dict[str, Any], Records]]
 
 
 def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int,
-           protocol: str = multimodal.DEFAULT_PROTOCOL, devbench_dir: Path | None = None) -> dict[str, TaskFn]:
+           protocol: str = multimodal.DEFAULT_PROTOCOL, devbench_dir: Path | None = None,
+           simat_dir: Path | None = None) -> dict[str, TaskFn]:
     """Each eval set as a thunk; the models are loaded once, on first use. `protocol`: how
     Winoground and VQA are scored (`eval.multimodal.PROTOCOLS`); `devbench_dir`: DevBench's
-    assets/ and evals/ (default: the data's own eval/devbench)."""
+    assets/ and evals/ (default: the data's own eval/devbench); `simat_dir`: SIMAT's simat_db
+    files and rebuilt images (default: the data's own eval/arithmetic)."""
     devbench = Path(devbench_dir) if devbench_dir is not None else eval_dir / "devbench"
     from babymm.models import load_model
     from eval.lm_adapter import BabymmLM
@@ -139,14 +146,39 @@ def _tasks(run_dir: Path, eval_dir: Path, work: Path, batch_size: int,
             r.pop("features")
         return {k.removeprefix("devbench/"): v for k, v in metrics.items()}, records
 
+    def arithmetic_task() -> tuple[dict[str, Any], Records]:
+        """SIMAT's score and its controls on the data's eval/arithmetic or SIMAT's own files."""
+        src = Path(simat_dir) if simat_dir is not None else eval_dir / "arithmetic"
+        if simat_dir is None and not (src / arithmetic.WORLD_FILE).is_file():
+            raise TaskSkipped(f"no {src / arithmetic.WORLD_FILE}; {_add_arithmetic_hint(eval_dir.parent)}")
+        m, tok = model()
+        metrics, records = arithmetic.arithmetic(m, tok, src, batch_size, max_tokens=caption_max_tokens(run_dir),
+                                                 simat=simat_dir is not None)
+        return {**metrics, "data": str(src)}, records
+
     tasks.update({
         "winoground": image(partial(multimodal.winoground, protocol=protocol), eval_dir / "winoground"),
         "vqa": image(partial(multimodal.vqa, protocol=protocol), eval_dir / "vqa"),
         "zeroshot": image(multimodal.zero_shot, eval_dir / "zeroshot", embeds_text=True),
         "embeddings": image(multimodal.embedding_metrics, eval_dir / "captions" / "heldout.jsonl", embeds_text=True),
         "devbench": devbench_task if (devbench / "assets").is_dir() else _skip(f"no {devbench}/assets"),
+        "arithmetic": arithmetic_task,
     })
     return tasks
+
+
+def _add_arithmetic_hint(data_dir: Path) -> str:
+    """How a data directory gets the arithmetic set: a built-in world written before the set
+    existed gets it, and nothing else changes, from the world generator run with its own
+    parameters (read from its world.json); other data names SIMAT's files."""
+    try:
+        params = json.loads((data_dir / "world.json").read_text())["params"]
+        args = " ".join(f"--{k} {params[k]}" for k in ("word_budget", "seed", "image_size", "caption_fraction",
+                                                        "eval_scale"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pass --simat_dir (SIMAT's own files)"
+    return (f"the world predates the arithmetic set: `python -m data_prep.world --out {data_dir} {args}` adds it "
+            "and leaves the rest as it is")
 
 
 def save_devbench_arrays(out: Path, records: Records) -> None:
@@ -174,11 +206,14 @@ def _skip(reason: str) -> TaskFn:
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64,
                  submission: bool = False, tasks: list[str] | None = None,
-                 protocol: str = multimodal.DEFAULT_PROTOCOL, devbench_dir: str | Path | None = None) -> dict[str, Any]:
+                 protocol: str = multimodal.DEFAULT_PROTOCOL, devbench_dir: str | Path | None = None,
+                 simat_dir: str | Path | None = None) -> dict[str, Any]:
     """Score the run on every task, or only on `tasks`: then the other tasks' entries of an
     existing `results.json` are kept as they are. Winoground and VQA are scored under
     `protocol`, which their entries record; DevBench from `devbench_dir` (the real DevBench's
-    assets/ and evals/; default the data's eval/devbench). Returns and writes `results.json`."""
+    assets/ and evals/; default the data's eval/devbench); multimodal arithmetic from `simat_dir`
+    (SIMAT's simat_db files and images; default the data's eval/arithmetic). Returns and writes
+    `results.json`."""
     multimodal.check_protocol(protocol)
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     eval_dir = data_dir / "eval"
@@ -198,7 +233,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, batch_size: int = 64
     submitted: dict[str, Records] = {}
     with tempfile.TemporaryDirectory(prefix="babymm-tasks-") as work, torch.no_grad():
         all_tasks = _tasks(run_dir, eval_dir, Path(work), batch_size, protocol,
-                           Path(devbench_dir) if devbench_dir is not None else None)
+                           Path(devbench_dir) if devbench_dir is not None else None,
+                           Path(simat_dir) if simat_dir is not None else None)
         unknown = sorted(set(tasks or []) - set(all_tasks))
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(all_tasks)}")
@@ -333,9 +369,10 @@ def _cell(results: dict[str, Any], name: str) -> str:
     task = results.get(sec, {})
     if key not in task:
         return ""
+    low, high = None, None
     if key.startswith("acc"):
         low, high = task.get(key.replace("acc", "ci95_low", 1)), task.get(key.replace("acc", "ci95_high", 1))
-    else:
+    if low is None:
         low, high = task.get(f"{key}_ci95_low"), task.get(f"{key}_ci95_high")
     if low is not None:
         return f"{task[key]:.3f} [{low:.3f}, {high:.3f}]"
@@ -403,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the real DevBench data, in the official layout (assets/<task>/manifest.csv, "
                         "evals/<task>/human.csv, evals/sem-things/spose_similarity.mat); default: the data "
                         "directory's eval/devbench (the built-in world writes its own)")
+    p.add_argument("--simat_dir", type=Path, default=None,
+                   help="the real SIMAT benchmark for the arithmetic task: SIMAT's simat_db/ (or a checkout holding "
+                        "it) with transfos.csv, triplets.csv, oscar_similarity_matrix.pt and images/<region_id>.png "
+                        "rebuilt from Visual Genome by SIMAT's prepare_dataset.py; scored on its dev split. Default: "
+                        "the data directory's eval/arithmetic (the built-in world writes its own)")
     p.add_argument("--milestones", action="store_true",
                    help="score the run's exported word milestones (milestones/chck_*) not yet scored, and the "
                         "run itself if it has no results.json; `eval.compare --by_words` plots them")
@@ -418,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.devbench_dir / "assets").is_dir():
             p.error(f"--devbench_dir {args.devbench_dir}: no assets/ folder; pass the directory holding "
                     "DevBench's assets/ and evals/")
+    if args.simat_dir is not None:
+        if args.tasks and "arithmetic" not in args.tasks:
+            p.error("--simat_dir only changes the arithmetic task, and --tasks does not name it")
+        if arithmetic.simat_root(args.simat_dir) is None:
+            p.error(f"--simat_dir {args.simat_dir}: no transfos.csv there or in its simat_db/; pass SIMAT's "
+                    "simat_db directory")
     data_dir = args.data_dir
     if data_dir is None:
         cfg_path = args.run_dir / "run_config.json"
@@ -435,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     for model_dir in models:
         try:
             results = evaluate_run(model_dir, data_dir, args.batch_size, args.submission, args.tasks, protocol,
-                                   args.devbench_dir)
+                                   args.devbench_dir, args.simat_dir)
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {model_dir}: {e}", file=sys.stderr)
             return 2

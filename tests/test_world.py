@@ -258,6 +258,7 @@ def test_heldout_compositions_never_in_training(small_world):
         "vqa": sum(r["heldout_composition"] for r in json.loads((ev / "vqa" / "vqa.json").read_text())),
         "zeroshot": {a: sum(r["heldout_composition"] for r in _read_jsonl(ev / "zeroshot" / f"{a}.jsonl"))
                      for a in ("shape", "color")},
+        "arithmetic": sum(r["heldout_composition"] for r in _read_jsonl(ev / "arithmetic" / "arithmetic.jsonl")),
     }
     assert flagged == m["eval_heldout_composition"]
     assert flagged["captions"] >= 0.15 * SIZES["captions"]
@@ -409,6 +410,7 @@ def _eval_counts(root):
         "winoground": len(_read_jsonl(ev / "winoground" / "winoground.jsonl")),
         "vqa": len(json.loads((ev / "vqa" / "vqa.json").read_text())),
         "captions": len(_read_jsonl(ev / "captions" / "heldout.jsonl")),
+        "arithmetic": len(_read_jsonl(ev / "arithmetic" / "arithmetic.jsonl")),
         "zeroshot": {f.stem: len(_read_jsonl(f)) for f in (ev / "zeroshot").glob("*.jsonl")},
         "devbench": {f"n_{k}": len((ev / "devbench" / "assets" / task / "manifest.csv").read_text().splitlines()) - 1
                      for k, task in (("vocab", "lex-viz_vocab"), ("trog", "gram-trog"), ("things", "sem-things"))},
@@ -423,7 +425,8 @@ def test_eval_sizes_honour_eval_scale_and_smaller_scales_are_prefixes(small_worl
     assert set(counts["blimp"].values()) == {SIZES["blimp"]} and len(counts["blimp"]) == 8
     assert set(counts["ewok"].values()) == {SIZES["ewok"]} and len(counts["ewok"]) >= 2
     assert set(counts["zeroshot"].values()) == {SIZES["zeroshot"]} and set(counts["zeroshot"]) == {"shape", "color"}
-    assert [counts[k] for k in ("winoground", "vqa", "captions")] == [SIZES[k] for k in ("winoground", "vqa", "captions")]
+    assert [counts[k] for k in ("winoground", "vqa", "captions", "arithmetic")] == \
+        [SIZES[k] for k in ("winoground", "vqa", "captions", "arithmetic")]
 
     half = tmp_path / "half"
     world.generate_world(half, word_budget=BUDGET, seed=0, eval_scale=SCALE / 2)
