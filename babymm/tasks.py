@@ -68,9 +68,9 @@ class ContrastiveLossArguments(LMLossArguments):
         "help": "JSON {word: [synonyms]} for EDA's synonym replacement (offline; the world's: "
                 "data_prep/synonyms_world.json). Default: no synonym replacement."})
     loss: str = field(default="cua", metadata={
-        "help": "The contrastive recipe: clip, cua, cuaxu, siglip or declip (README: Objectives). It sets the "
-                "weights above (and, for siglip and declip, model and view flags) as defaults; any flag given "
-                "still wins."})
+        "help": "The contrastive recipe: captioning (none), clip, cua, cuaxu, siglip or declip (README: Objectives). "
+                "It sets the weights above (and, for siglip and declip, model and view flags) as defaults; any "
+                "flag given still wins. Recorded as the recipe the defaults came from; the weights are what trained."})
 
 
 # The study's loss conditions beyond the recipes (scripts/sweep.py's loss axis, the benchmarks): a
@@ -95,6 +95,7 @@ def loss_flags(name: str) -> list[str]:
 _OFF = {"clip_weight": 0.0, "uniform_weight": 0.0, "align_weight": 0.0, "xuniform_weight": 0.0,
         "siglip_weight": 0.0, "nn_weight": 0.0, "simsiam_weight": 0.0}
 RECIPES: dict[str, dict[str, Any]] = {
+    "captioning": dict(_OFF),  # no contrastive term: the curriculum study's and the 2024 baselines' training
     "clip": {**_OFF, "clip_weight": 1.0},
     "cua": {**_OFF, "clip_weight": 1.0, "uniform_weight": 1.0, "align_weight": 1.0},
     "cuaxu": {**_OFF, "clip_weight": 1.0, "uniform_weight": 1.0, "align_weight": 1.0, "xuniform_weight": 1.0},

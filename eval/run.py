@@ -65,6 +65,7 @@ SUMMARY = {
     "zero-shot (LL)": ("zeroshot", "acc_likelihood"),
     "arithmetic": ("arithmetic", "accuracy"),
     "arithmetic (no delta)": ("arithmetic", "no_delta"),
+    "arithmetic (shuffled)": ("arithmetic", "shuffled"),
     "R@1 i->t": ("embeddings", "i2t_r1"),
     "R@1 t->i": ("embeddings", "t2i_r1"),
     "centroid dist": ("embeddings", "centroid_distance"),
@@ -77,6 +78,7 @@ CHANCE: dict[str, float | tuple[str, str]] = {
     "VQA": 0.125, "VQA (strict)": 0.125,
     "zero-shot (emb)": ("zeroshot", "chance"), "zero-shot (LL)": ("zeroshot", "chance"),
     "arithmetic": ("arithmetic", "chance"), "arithmetic (no delta)": ("arithmetic", "chance"),
+    "arithmetic (shuffled)": ("arithmetic", "chance"),
     "R@1 i->t": ("embeddings", "i2t_r1_chance"), "R@1 t->i": ("embeddings", "t2i_r1_chance"),
     "separability": 0.5,
 }

@@ -3,7 +3,7 @@
     python scripts/reproduce.py [--seeds 0 1 2] [--out results] [--runs runs/reproduce]
 
 Rows (README "Results"): the default run (`--curriculum length`, gap-closing CUA loss) and
-the same with plain CLIP (`--uniform_weight 0 --align_weight 0`), on the built-in world.
+the same with plain CLIP (`--loss clip`: `--uniform_weight 0 --align_weight 0`), on the built-in world.
 Each run trains through `accelerate launch babymm/train.py` (skipped when its model is already
 saved; `--retrain` forces it), is then scored by `python -m eval.run`, and
 `python -m eval.compare` writes the tables: `OUT/reproduce.md` (with the machine and the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROWS: dict[str, list[str]] = {
     "cua": [],  # the default: length curriculum, L_CLIP + L_Uniform + L_Align
-    "clip": ["--uniform_weight", "0", "--align_weight", "0"],
+    "clip": ["--loss", "clip"],  # the same weights as the runs made before recipes: --uniform_weight 0 --align_weight 0
 }
 ROOT = Path(__file__).resolve().parent.parent
 

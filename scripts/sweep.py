@@ -105,8 +105,8 @@ AXES = ("model_type", "curriculum", "text_pretrain", "loss", "word_budget", "see
 KEYS = (*AXES, "train_flags", "data_dir", "launch", "plot_scores")
 # the loss axis: train.py's --loss recipes and the study's variants (babymm.tasks.loss_flags; named
 # here so that a config is checked without importing torch)
-LOSSES = ("clip", "cua", "cuaxu", "siglip", "declip", "cua_aug")
-LOSS_LABELS = {"clip": "plain CLIP", "cua": "CLIP + uniformity + alignment (the default)",
+LOSSES = ("captioning", "clip", "cua", "cuaxu", "siglip", "declip", "cua_aug")
+LOSS_LABELS = {"captioning": "no contrastive term (captioning and text LM only)", "clip": "plain CLIP", "cua": "CLIP + uniformity + alignment (the default)",
                "cuaxu": "CUA + cross-modal uniformity", "siglip": "SigLIP's sigmoid loss",
                "declip": "DeCLIP's multi-view CLIP 0.4 + nearest-neighbour 0.2 + SimSiam 0.2",
                "cua_aug": "CUA with image augmentation (moco), EDA caption views 0.1 and label smoothing 0.1"}
