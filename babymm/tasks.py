@@ -75,9 +75,17 @@ class ContrastiveLossArguments(LMLossArguments):
 
 # The study's loss conditions beyond the recipes (scripts/sweep.py's loss axis, the benchmarks): a
 # recipe plus flags. cua_aug: CUA with Fini et al.'s augmentations (image views, EDA caption views
-# without synonyms, whose list is data-specific; label smoothing 0.1).
+# without synonyms, whose list is data-specific; label smoothing 0.1). The _safe variants keep only
+# the image views that leave the built-in world's captions true (crop and blur: no colour jitter,
+# grayscale or flip, which change the colour and left/right words a caption names).
 LOSS_VARIANTS: dict[str, list[str]] = {
     "cua_aug": ["--loss", "cua", "--image_augment", "moco", "--caption_augment", "0.1", "--label_smoothing", "0.1"],
+    "cua_aug_safe": ["--loss", "cua", "--image_augment", "crop,blur", "--caption_augment", "0.1",
+                     "--label_smoothing", "0.1"],
+    "declip_safe": ["--loss", "declip", "--image_augment", "crop,blur"],
+    # cua_aug_safe taken apart: its image views alone, its caption views alone
+    "cua_image_views": ["--loss", "cua", "--image_augment", "crop,blur"],
+    "cua_caption_views": ["--loss", "cua", "--caption_augment", "0.1"],
 }
 
 

@@ -148,6 +148,19 @@ def bench(model_type: str, preset: str, args: argparse.Namespace, precision: str
             "mfu": round(flops / secs / peaks[precision], 4)}
 
 
+def median_rows(rows: list[dict]) -> list[dict]:
+    """One row per setting: the repeat with the median step time, and the range over repeats."""
+    settings: dict[tuple, list[dict]] = {}
+    for r in rows:
+        settings.setdefault((r["type"], r["preset"], r["loss"], r["precision"], r["vision"]), []).append(r)
+    out = []
+    for repeats in settings.values():
+        ranked = sorted(repeats, key=lambda r: r["step_ms"])
+        out.append({**ranked[(len(ranked) - 1) // 2], "repeats": len(ranked),
+                    "step_ms_range": f"{ranked[0]['step_ms']}-{ranked[-1]['step_ms']}"})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--types", nargs="+", default=sorted(MODEL_TYPES), choices=sorted(MODEL_TYPES))
@@ -165,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="conv pixels, or 768-d precomputed features (the BabyLM corpus's input)")
     p.add_argument("--feature_tokens", type=int, default=1, help="features per image: 1 (global) or 197 (patches)")
     p.add_argument("--compile", action="store_true", help="also time each setting with the blocks compiled")
+    p.add_argument("--repeats", type=int, default=1, help="time every setting this many times, interleaved "
+                   "(each a fresh model), and report the median step with its range: steps of a few 100 ms "
+                   "vary by 10%% between back-to-back runs on a CPU")
     p.add_argument("--losses", nargs="+", default=[None], help="loss conditions of the image types (babymm.tasks."
                    "loss_flags: clip cua cuaxu siglip declip cua_aug); default: the default recipe")
     p.add_argument("--out", type=Path, help="also write the table as Markdown (and .json) here")
@@ -174,13 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         print(param_counts(args.types, args.presets, args.image_size).to_markdown())
         return 0
     rows, peaks = [], {}
-    for preset in args.presets:
-        for model_type in args.types:
-            for precision in args.precision:
-                for compiled in (False, True) if args.compile else (False,):
-                    for loss in args.losses if model_class(model_type).has_vision else [None]:
-                        rows.append(bench(model_type, preset, args, precision, compiled, peaks, loss))
-                        print(json.dumps(rows[-1]), flush=True)
+    for _ in range(args.repeats):
+        for preset in args.presets:
+            for model_type in args.types:
+                for precision in args.precision:
+                    for compiled in (False, True) if args.compile else (False,):
+                        for loss in args.losses if model_class(model_type).has_vision else [None]:
+                            rows.append(bench(model_type, preset, args, precision, compiled, peaks, loss))
+                            print(json.dumps(rows[-1]), flush=True)
+    rows = median_rows(rows) if args.repeats > 1 else rows
     table = pd.DataFrame(rows).to_markdown(index=False)
     print(table)
     if args.out:

@@ -105,11 +105,16 @@ AXES = ("model_type", "curriculum", "text_pretrain", "loss", "word_budget", "see
 KEYS = (*AXES, "train_flags", "data_dir", "launch", "plot_scores")
 # the loss axis: train.py's --loss recipes and the study's variants (babymm.tasks.loss_flags; named
 # here so that a config is checked without importing torch)
-LOSSES = ("captioning", "clip", "cua", "cuaxu", "siglip", "declip", "cua_aug")
+LOSSES = ("captioning", "clip", "cua", "cuaxu", "siglip", "declip", "cua_aug", "cua_aug_safe", "declip_safe",
+          "cua_image_views", "cua_caption_views")
 LOSS_LABELS = {"captioning": "no contrastive term (captioning and text LM only)", "clip": "plain CLIP", "cua": "CLIP + uniformity + alignment (the default)",
                "cuaxu": "CUA + cross-modal uniformity", "siglip": "SigLIP's sigmoid loss",
                "declip": "DeCLIP's multi-view CLIP 0.4 + nearest-neighbour 0.2 + SimSiam 0.2",
-               "cua_aug": "CUA with image augmentation (moco), EDA caption views 0.1 and label smoothing 0.1"}
+               "cua_aug": "CUA with image augmentation (moco), EDA caption views 0.1 and label smoothing 0.1",
+               "cua_aug_safe": "cua_aug with crop and blur only (no colour jitter, grayscale or flip)",
+               "declip_safe": "declip with crop and blur only (no colour jitter, grayscale or flip)",
+               "cua_image_views": "CUA with crop and blur image views alone",
+               "cua_caption_views": "CUA with EDA caption views (0.1) alone"}
 NO_LOSS = "none"  # the loss recorded for a type without a contrastive loss
 LAUNCH_DEFAULTS: dict[str, Any] = {"num_processes": 1, "num_cpu_threads_per_process": None, "mixed_precision": "no"}
 MIXED_PRECISION = ("no", "bf16")  # what train.py's Accelerator accepts here
