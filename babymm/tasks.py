@@ -83,8 +83,10 @@ LOSS_VARIANTS: dict[str, list[str]] = {
     "cua_aug_safe": ["--loss", "cua", "--image_augment", "crop,blur", "--caption_augment", "0.1",
                      "--label_smoothing", "0.1"],
     "declip_safe": ["--loss", "declip", "--image_augment", "crop,blur"],
-    # cua_aug_safe taken apart: its image views alone, its caption views alone
+    # cua_aug_safe taken apart: its image views alone (both, crop, blur), its caption views alone
     "cua_image_views": ["--loss", "cua", "--image_augment", "crop,blur"],
+    "cua_crop_views": ["--loss", "cua", "--image_augment", "crop"],
+    "cua_blur_views": ["--loss", "cua", "--image_augment", "blur"],
     "cua_caption_views": ["--loss", "cua", "--caption_augment", "0.1"],
 }
 

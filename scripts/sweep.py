@@ -106,7 +106,7 @@ KEYS = (*AXES, "train_flags", "data_dir", "launch", "plot_scores")
 # the loss axis: train.py's --loss recipes and the study's variants (babymm.tasks.loss_flags; named
 # here so that a config is checked without importing torch)
 LOSSES = ("captioning", "clip", "cua", "cuaxu", "siglip", "declip", "cua_aug", "cua_aug_safe", "declip_safe",
-          "cua_image_views", "cua_caption_views")
+          "cua_image_views", "cua_crop_views", "cua_blur_views", "cua_caption_views")
 LOSS_LABELS = {"captioning": "no contrastive term (captioning and text LM only)", "clip": "plain CLIP", "cua": "CLIP + uniformity + alignment (the default)",
                "cuaxu": "CUA + cross-modal uniformity", "siglip": "SigLIP's sigmoid loss",
                "declip": "DeCLIP's multi-view CLIP 0.4 + nearest-neighbour 0.2 + SimSiam 0.2",
@@ -114,6 +114,7 @@ LOSS_LABELS = {"captioning": "no contrastive term (captioning and text LM only)"
                "cua_aug_safe": "cua_aug with crop and blur only (no colour jitter, grayscale or flip)",
                "declip_safe": "declip with crop and blur only (no colour jitter, grayscale or flip)",
                "cua_image_views": "CUA with crop and blur image views alone",
+               "cua_crop_views": "CUA with crop image views alone", "cua_blur_views": "CUA with blur image views alone",
                "cua_caption_views": "CUA with EDA caption views (0.1) alone"}
 NO_LOSS = "none"  # the loss recorded for a type without a contrastive loss
 LAUNCH_DEFAULTS: dict[str, Any] = {"num_processes": 1, "num_cpu_threads_per_process": None, "mixed_precision": "no"}
