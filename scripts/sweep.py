@@ -804,12 +804,14 @@ def plot_by_model_type(table, varying: list[str], chance: dict[str, float], path
     series = list(dict.fromkeys(t["_series"]))
     width = 0.8 / len(series)
     plt, fig, axes = _figure(len(scores))
+    # matplotlib's default cycle has 10 colours: more series would repeat them
+    palette = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
     for ax, score in zip(axes, scores, strict=True):
         for i, s in enumerate(series):
             m = [mean[score].get((g, s), np.nan) for g in groups]
             e = [std[score].get((g, s), np.nan) for g in groups]
             x = np.arange(len(groups)) - 0.4 + width * (i + 0.5)
-            ax.bar(x, m, width, yerr=np.nan_to_num(e), capsize=2, label=s)
+            ax.bar(x, m, width, yerr=np.nan_to_num(e), capsize=2, label=s, color=palette(i))
         if score in chance:
             ax.axhline(chance[score], color="k", ls="--", lw=0.8)
         ax.set_xticks(np.arange(len(groups)), groups)
