@@ -230,8 +230,9 @@ class ContrastiveCaptioning(TextCaptioning):
     def __init__(self, args: ContrastiveLossArguments):
         _check_weights(args)
         self.args = args
-        for message in loss_problems(args):
-            raise ValueError(message)
+        problems = loss_problems(args)
+        if problems:
+            raise ValueError(problems[0])
         self.contrastive = ContrastiveLoss(LossWeights(
             args.clip_weight, args.uniform_weight, args.align_weight, args.xuniform_weight, args.siglip_weight,
             args.nn_weight, args.label_smoothing, args.nn_queue_size))
@@ -300,6 +301,12 @@ class ContrastiveCaptioning(TextCaptioning):
         model.clamp_logit_scale()
 
 
+def _augments_images(args: ContrastiveLossArguments, ops: tuple[str, ...]) -> bool:
+    """Whether two views of one image differ: pixel ops (`ops`, parsed from --image_augment), or
+    feature dropout or noise."""
+    return bool(ops) or args.feature_dropout > 0 or args.feature_noise > 0
+
+
 def loss_problems(args: ContrastiveLossArguments) -> list[str]:
     """What is wrong with the contrastive flags on their own, one line each (the rules that need
     the model's flags are `model_problems`)."""
@@ -321,7 +328,7 @@ def loss_problems(args: ContrastiveLossArguments) -> list[str]:
     if a.nn_queue_size < 1:
         found.append(f"--nn_queue_size {a.nn_queue_size} must be positive")
     contrastive = a.clip_weight or a.siglip_weight or a.nn_weight
-    views = bool(ops) or a.feature_dropout > 0 or a.feature_noise > 0
+    views = _augments_images(a, ops)
     if a.image_views == 2 and not views:
         found.append("--image_views 2 with no augmentation would contrast two identical views; pass --image_augment "
                      "(pixels) or --feature_dropout / --feature_noise (features)")
@@ -386,13 +393,12 @@ class ViewMaker:
                  rank: int = 0) -> ViewMaker | None:
         """The task's views, or None when its recipe reads none. `max_tokens`: the run's
         --max_caption_tokens, which an augmented caption (a synonym of more pieces) must not outgrow."""
-        from babymm.augment import CaptionAugmenter, load_synonyms
+        from babymm.augment import CaptionAugmenter, load_synonyms, parse_image_ops
 
         a = getattr(task, "args", None)
         if not isinstance(a, ContrastiveLossArguments):
             return None
-        if not (a.image_augment != "none" or a.feature_dropout or a.feature_noise or a.caption_augment
-                or a.image_views > 1):
+        if not (_augments_images(a, parse_image_ops(a.image_augment)) or a.caption_augment or a.image_views > 1):
             return None
         synonyms = load_synonyms(Path(a.synonyms)) if a.synonyms else None
         captions = (CaptionAugmenter.from_tokenizer(tokenizer, a.caption_augment, synonyms, max_tokens=max_tokens)

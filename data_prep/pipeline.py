@@ -72,18 +72,18 @@ def _world_for(data_dir: Path, word_budget: int | None, image_size: int, build_w
         log("pipeline", f"{data_dir} has no data: generating the built-in world ({budget:,} words"
                         + (f", text fraction {text_fraction:g})" if split else ")"))
         world.generate_world(data_dir, word_budget=budget, seed=0, image_size=image_size, **split)
-    elif build_world and (old := json.loads(manifest.read_text())["params"]).get("version") != world.VERSION:
-        # another version's eval sets would be scored as if they were this version's
-        log("pipeline", f"{data_dir} holds {old.get('version', 'an older world')}: regenerating it as "
-                        f"{world.VERSION} with its own parameters")
-        world.generate_world(data_dir, word_budget=old["word_budget"], seed=old["seed"],
-                             image_size=old["image_size"], caption_fraction=old["caption_fraction"],
-                             eval_scale=old.get("eval_scale", 1.0))
-    elif build_world and "arithmetic" not in (saved := json.loads(manifest.read_text())).get("eval", {}):
-        old = saved["params"]  # made before the arithmetic set: it is added, nothing else is touched
-        world.generate_world(data_dir, word_budget=old["word_budget"], seed=old["seed"],
-                             image_size=old["image_size"], caption_fraction=old["caption_fraction"],
-                             eval_scale=old.get("eval_scale", 1.0))
+    elif build_world:
+        saved = json.loads(manifest.read_text())
+        old = saved["params"]
+        outdated = old.get("version") != world.VERSION
+        if outdated:  # another version's eval sets would be scored as if they were this version's
+            log("pipeline", f"{data_dir} holds {old.get('version', 'an older world')}: regenerating it as "
+                            f"{world.VERSION} with its own parameters")
+        # with its own parameters, a world made before the arithmetic set gets that set alone
+        if outdated or "arithmetic" not in saved.get("eval", {}):
+            world.generate_world(data_dir, word_budget=old["word_budget"], seed=old["seed"],
+                                 image_size=old["image_size"], caption_fraction=old["caption_fraction"],
+                                 eval_scale=old.get("eval_scale", 1.0))
 
 
 def prepare(data_dir: str | Path, curriculum: str = "length", *, word_budget: int | None = None,
